@@ -1,0 +1,1 @@
+"""evidence layer (see ../shared/docs/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""hive layer (see ../shared/docs/DESIGN.md)."""

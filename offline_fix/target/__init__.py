@@ -1,0 +1,1 @@
+"""target layer (see ../shared/docs/DESIGN.md)."""
