@@ -13,7 +13,8 @@ err = Console(stderr=True, highlight=False)
 
 
 def out() -> Console:
-    return Console(highlight=False)
+    """stdout; long lines are not wrapped when stdout is a pipe or file."""
+    return Console(highlight=False, soft_wrap=not sys.stdout.isatty())
 
 
 def _default(obj: Any) -> Any:
