@@ -54,3 +54,21 @@ def realdata(tmp_path_factory):
         return _cache[relpath]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def image_cache(tmp_path_factory):
+    """image_cache(spec, fmt="raw") -> images.BuiltImage, built once per session and shared.
+    Tests that write must take a private copy: img.copy_to(tmp_path / "disk.vhdx")."""
+    from images import cache
+
+    cache_dir = Path(os.environ.get("OFFLINE_FIX_IMAGE_CACHE") or tmp_path_factory.mktemp("images"))
+    return lambda spec, fmt="raw": cache.get(spec, cache_dir, fmt)
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    """Journals and backups of write tests go to a temporary folder, never to ~/.local/state."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(path))
+    return path

@@ -60,3 +60,189 @@ def _windows_device_size(fh) -> int:  # pragma: no cover - needs a Windows host
     if not ok:
         raise OSError(ctypes.get_last_error(), "IOCTL_DISK_GET_LENGTH_INFO failed")
     return length.value
+
+
+# -- what is mounted, what the helper runs from (Linux: /proc and /sys; Windows: see below) -------
+
+def _unescape_mountinfo(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_mountinfo(text: str) -> list[dict]:
+    """Entries of /proc/self/mountinfo: mount point, source device, filesystem, major:minor."""
+    mounts = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 2:
+            continue
+        mounts.append({"devno": fields[2], "root": _unescape_mountinfo(fields[3]),
+                       "mount_point": _unescape_mountinfo(fields[4]), "fstype": tail[0],
+                       "source": _unescape_mountinfo(tail[1])})
+    return mounts
+
+
+def read_mountinfo() -> list[dict]:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            return parse_mountinfo(fh.read())
+    except OSError:
+        return []
+
+
+def _sysfs_name(devpath: str) -> str | None:
+    """/dev/sdc -> "sdc"; /dev/nvme1n1 -> "nvme1n1"; follows /dev/disk/by-* links."""
+    try:
+        st = os.stat(devpath)
+    except OSError:
+        return None
+    if not stat.S_ISBLK(st.st_mode):
+        return None
+    link = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    try:
+        return os.path.basename(os.path.realpath(link))
+    except OSError:
+        return None
+
+
+def _whole_disk(name: str) -> str:
+    """The disk a partition belongs to in sysfs ("sdc1" -> "sdc"), itself for a whole disk."""
+    path = os.path.realpath(f"/sys/class/block/{name}")
+    if os.path.exists(os.path.join(path, "partition")):
+        return os.path.basename(os.path.dirname(path))
+    return name
+
+
+def _disk_members(disk: str) -> set[str]:
+    """The disk and its partitions, by sysfs name."""
+    names = {disk}
+    base = f"/sys/class/block/{disk}"
+    try:
+        for entry in os.listdir(base):
+            if os.path.exists(os.path.join(base, entry, "partition")):
+                names.add(entry)
+    except OSError:
+        pass
+    return names
+
+
+def _devno_of(name: str) -> str | None:
+    try:
+        with open(f"/sys/class/block/{name}/dev") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def loop_devices_backed_by(path: str) -> list[str]:
+    """Loop devices whose backing file is ``path`` (an image attached with losetup)."""
+    real = os.path.realpath(path)
+    found = []
+    try:
+        names = os.listdir("/sys/block")
+    except OSError:
+        return found
+    for name in names:
+        if not name.startswith("loop"):
+            continue
+        try:
+            with open(f"/sys/block/{name}/loop/backing_file") as fh:
+                backing = fh.read().strip()
+        except OSError:
+            continue
+        if os.path.realpath(backing.removesuffix(" (deleted)")) == real:
+            found.append(name)
+    return found
+
+
+def in_use_reasons(path: str, mounts: list[dict] | None = None) -> list[str]:
+    """Why writing to this image or device now would be unsafe: mounted, attached, held."""
+    if IS_WINDOWS:  # pragma: no cover - needs a Windows host
+        return _windows_in_use_reasons(path)
+    mounts = read_mountinfo() if mounts is None else mounts
+    reasons = []
+    real = os.path.realpath(path)
+    for m in mounts:
+        if m["source"] == real or m["source"] == path:
+            reasons.append(f"{path} is mounted at {m['mount_point']}")
+    disks = []
+    name = _sysfs_name(path)
+    if name is not None:
+        disks.append(_whole_disk(name))
+    else:
+        disks.extend(loop_devices_backed_by(path))
+        if disks:
+            reasons.append(f"{path} is attached as /dev/{', /dev/'.join(disks)}")
+    for disk in disks:
+        for member in sorted(_disk_members(disk)):
+            devno = _devno_of(member)
+            for m in mounts:
+                if devno and m["devno"] == devno:
+                    reasons.append(f"/dev/{member} is mounted at {m['mount_point']}")
+            try:
+                holders = os.listdir(f"/sys/class/block/{member}/holders")
+            except OSError:
+                holders = []
+            for holder in holders:
+                reasons.append(f"/dev/{member} is held by /dev/{holder} (device-mapper, LVM, RAID or dislocker)")
+    return list(dict.fromkeys(reasons))
+
+
+def system_disk_reason(path: str, mounts: list[dict] | None = None) -> str | None:
+    """A reason when ``path`` is the disk (or a partition of the disk) the helper itself runs from."""
+    if IS_WINDOWS:  # pragma: no cover - needs a Windows host
+        return None
+    name = _sysfs_name(path)
+    if name is None:
+        return None
+    mounts = read_mountinfo() if mounts is None else mounts
+    root = next((m for m in mounts if m["mount_point"] == "/"), None)
+    if root is None:
+        return None
+    target_disk = _whole_disk(name)
+    for member in _disk_members(target_disk):
+        if _devno_of(member) == root["devno"]:
+            return f"{path} holds this helper's own running system (/ is on /dev/{member})"
+    return None
+
+
+def _windows_in_use_reasons(path: str) -> list[str]:  # pragma: no cover - needs a Windows host
+    # A physical drive whose volumes are online is in use; Windows refuses raw writes to mounted
+    # volumes anyway. Image files: Windows locks a VHD/VHDX attached with Mount-VHD, so opening
+    # it for writing fails; report that instead of guessing here.
+    return []
+
+
+# -- exclusive locks ------------------------------------------------------------------------------
+
+class LockBusy(Exception):
+    pass
+
+
+def lock_exclusive(fh) -> None:
+    """Take an exclusive, non-blocking lock on an open file; LockBusy when someone holds it."""
+    if IS_WINDOWS:  # pragma: no cover - needs a Windows host
+        import msvcrt
+
+        try:
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            raise LockBusy(str(exc)) from None
+        return
+    import fcntl
+
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        raise LockBusy(str(exc)) from None
+
+
+def state_home() -> str:
+    """Where offline-fix keeps journals and backups by default."""
+    if IS_WINDOWS:  # pragma: no cover - needs a Windows host
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+        return os.path.join(base, "offline-fix", "state")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "offline-fix")
