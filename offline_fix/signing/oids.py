@@ -1,0 +1,31 @@
+"""Object identifiers used by Authenticode and catalogs (names from wincrypt.h / mssip.h / RFCs).
+
+Kept free of imports so that the catalog index can use them without loading asn1crypto.
+"""
+
+PKCS7_SIGNED_DATA = "1.2.840.113549.1.7.2"
+SPC_INDIRECT_DATA_OBJID = "1.3.6.1.4.1.311.2.1.4"
+SPC_PE_IMAGE_DATAOBJ = "1.3.6.1.4.1.311.2.1.15"
+SPC_CAB_DATA_OBJID = "1.3.6.1.4.1.311.2.1.25"  # catalogs use it for flat-file hashes
+SPC_NESTED_SIGNATURE_OBJID = "1.3.6.1.4.1.311.2.4.1"
+SZ_OID_RFC3161_COUNTERSIGN = "1.3.6.1.4.1.311.3.3.1"
+SZ_OID_CTL = "1.3.6.1.4.1.311.10.1"
+SZ_OID_CATALOG_LIST = "1.3.6.1.4.1.311.12.1.1"
+SZ_OID_CATALOG_LIST_MEMBER = "1.3.6.1.4.1.311.12.1.2"
+SZ_OID_CATALOG_LIST_MEMBER2 = "1.3.6.1.4.1.311.12.1.3"
+CAT_NAMEVALUE_OBJID = "1.3.6.1.4.1.311.12.2.1"
+CAT_MEMBERINFO_OBJID = "1.3.6.1.4.1.311.12.2.2"
+CAT_MEMBERINFO2_OBJID = "1.3.6.1.4.1.311.12.2.3"
+PKCS9_CONTENT_TYPE = "1.2.840.113549.1.9.3"
+PKCS9_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+PKCS9_SIGNING_TIME = "1.2.840.113549.1.9.5"
+PKCS9_COUNTER_SIGNATURE = "1.2.840.113549.1.9.6"
+ID_CT_TSTINFO = "1.2.840.113549.1.9.16.1.4"
+
+DIGEST_OIDS = {
+    "1.2.840.113549.2.5": "md5",
+    "1.3.14.3.2.26": "sha1",
+    "2.16.840.1.101.3.4.2.1": "sha256",
+    "2.16.840.1.101.3.4.2.2": "sha384",
+    "2.16.840.1.101.3.4.2.3": "sha512",
+}
