@@ -46,7 +46,9 @@ def gather(target_spec: str) -> tuple[dict, Exception | None]:
         error = None
         if not installs:
             locked = [v.index for v in target.volumes if v.filesystem == "bitlocker"]
-            if locked:
+            if target.errors:
+                error = target.errors[0]
+            elif locked:
                 error = Unsupported(f"no readable Windows install: partition {locked[0]} is BitLocker-encrypted and locked "
                                     "(see 'unlock' in the report)")
             elif target.disk is not None and not target.volumes:
@@ -125,6 +127,9 @@ def inspect_cmd(
         render(doc)
         for w in doc["warnings"]:
             warn(w)
+        for p in doc["partitions"]:
+            if p.get("notes") and error is None:
+                warn(f"partition {p['index']}: {p['notes'][0]}")
     if error is not None:
         print(f"offline-fix: error: {error}", file=sys.stderr)
         return error.exit_code

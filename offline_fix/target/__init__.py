@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from offline_fix.errors import NotFound, PermissionDenied
+from offline_fix.errors import NotFound, OfflineFixError, PermissionDenied
 from offline_fix.target import platform
 from offline_fix.target.disk import Disk, open_disk
-from offline_fix.target.errors import FilesystemError
+from offline_fix.target.errors import ContainerError
 from offline_fix.target.fs import FileSystem, FolderFS, NtfsFS
 from offline_fix.target.partitions import Partition, PartitionTable, read_partition_table
 from offline_fix.target.volumes import BITLOCKER_HELP, detect_filesystem, fat_label
@@ -26,17 +26,24 @@ class Volume:
     notes: list[str] = field(default_factory=list)
     _fs: FileSystem | None = None
     _disk: Disk | None = None
+    error: OfflineFixError | None = None  # why the files cannot be read, once tried
 
     @property
     def readable(self) -> bool:
-        return self.filesystem in ("ntfs", "folder")
+        return self.filesystem in ("ntfs", "folder") and self.error is None
 
     def fs(self) -> FileSystem:
         """The volume's files (NTFS or a folder). Opened once, on first use."""
+        if self.error is not None:
+            raise self.error
         if self._fs is None:
             if self.filesystem != "ntfs" or self._disk is None:
                 raise NotFound(f"volume {self.index} ({self.filesystem}) has no readable files")
-            self._fs = NtfsFS(self._disk.stream(self.offset, self.size), name=f"partition {self.index}")
+            try:
+                self._fs = NtfsFS(self._disk.stream(self.offset, self.size), name=f"partition {self.index}")
+            except OfflineFixError as exc:
+                self.error = exc
+                raise
             self.label = self._fs.label
         return self._fs
 
@@ -62,6 +69,11 @@ class Target:
     volumes: list[Volume]
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def errors(self) -> list[OfflineFixError]:
+        """Why volumes could not be read (a truncated image, a broken NTFS ...)."""
+        return [v.error for v in self.volumes if v.error is not None]
+
     def describe_container(self) -> dict:
         if self.disk is None:
             return {"format": "folder", "path": self.spec}
@@ -82,8 +94,15 @@ def open_target(spec: str) -> Target:
     """Open TARGET read-only: a folder (mounted volume or drive letter), a block device, an image."""
     drive = platform.windows_drive_root(spec)
     path = drive or spec
-    if not platform.is_windows_device_path(path) and not os.path.lexists(path):
-        raise NotFound(f"no such file, folder or device: {spec}")
+    if not platform.is_windows_device_path(path):
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            raise NotFound(f"no such file, folder or device: {spec}") from None
+        except PermissionError:
+            raise PermissionDenied(f"permission denied reaching {spec} (run as root or Administrator)") from None
+        except OSError as exc:
+            raise NotFound(f"{spec} cannot be opened: {exc.strerror}") from None
     if os.path.isdir(path):
         if not os.access(path, os.R_OK | os.X_OK):
             raise PermissionDenied(f"permission denied reading folder {spec}")
@@ -109,13 +128,12 @@ def _open_disk_target(spec: str, disk: Disk) -> Target:
         volume = Volume(part.index, part.offset, part.size, fs_name, partition=part, _disk=disk)
         volume.notes.extend(part.problems)
         if part.problems:
-            target.warnings.extend(f"partition {part.index}: {p}" for p in part.problems)
+            volume.error = ContainerError(f"partition {part.index} {part.problems[0]}", path=spec)
         if fs_name == "ntfs" and not part.problems:
             try:
                 volume.fs()
-            except FilesystemError as exc:
+            except OfflineFixError as exc:
                 volume.notes.append(str(exc))
-                target.warnings.append(f"partition {part.index}: {exc}")
         elif fs_name.startswith("fat"):
             volume.label = fat_label(head, fs_name)
         target.volumes.append(volume)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from offline_fix.errors import NotFound, OfflineFixError, Unsupported
+from offline_fix.errors import NotFound, OfflineFixError, Refused, Unsupported
 from offline_fix.hive import Hive
 from offline_fix.target import Target, Volume
 from offline_fix.target.fs import FileSystem
@@ -104,8 +104,11 @@ def find_installs(target: Target) -> list[WindowsInstall]:
             path = fs.resolve(SYSTEM_HIVE)
         except NotFound:
             continue
+        except Refused:
+            raise  # a link out of the target: say so, never look elsewhere
         except OfflineFixError as exc:
-            target.warnings.append(f"volume {volume.index}: {exc}")
+            if volume.error is None:
+                target.warnings.append(f"volume {volume.index}: {exc}")
             continue
         installs.append(WindowsInstall(len(installs) + 1, volume, fs, path))
     return installs
