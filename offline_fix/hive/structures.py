@@ -71,6 +71,7 @@ NK_OFF_MAX_CLASS = 56
 NK_OFF_MAX_VALUE_NAME = 60
 NK_OFF_MAX_VALUE_DATA = 64
 NK_OFF_NAME_LENGTH = 72
+NK_OFF_CLASS_LENGTH = 74
 NK_OFF_NAME = 76
 
 KEY_VOLATILE = 0x0001
@@ -97,6 +98,7 @@ assert KEY_VALUE.size == 20
 VK_OFF_DATA_LENGTH = 4
 VK_OFF_DATA = 8
 VK_OFF_TYPE = 12
+VK_OFF_FLAGS = 16
 VK_OFF_NAME = 20
 VALUE_COMP_NAME = 0x0001
 DATA_INLINE = 0x80000000  # CM_KEY_VALUE_SPECIAL_SIZE
@@ -174,3 +176,32 @@ def name_hash(name: str) -> int:
     for ch in name.upper():
         h = (h * 37 + ord(ch)) & 0xFFFFFFFF
     return h
+
+
+# -- transaction logs ("Format of transaction log files") ------------------------------------------
+# Both formats start with a partial copy of the base block (baseblock.py) in their first sector
+# (Clustering factor * 512 bytes), with File type 1 (old format) or 6 (new format).
+LOG_SECTOR = 512
+
+# Old format (Windows 8 and earlier): dirty vector at the second sector, then 512-byte dirty pages.
+DIRT_SIGNATURE = b"DIRT"  # 0 Signature; 4 Bitmap: one bit per 512-byte page of the hive bins data
+DIRTY_PAGE_SIZE = 512
+
+# New format (Windows 8.1 and later): log entries [HvLE] from the second sector, 512-byte aligned.
+HVLE_SIGNATURE = b"HvLE"
+LOG_ENTRY = struct.Struct(
+    "<"
+    "4s"  # 0  Signature "HvLE"
+    "I"  # 4  Size of this log entry (a multiple of 512)
+    "I"  # 8  Flags: copy of the base block's Flags when the entry was made
+    "I"  # 12 SequenceNumber: written to both sequence numbers when the entry is applied
+    "I"  # 16 HiveBinsDataSize: copy of the base block's field when the entry was made
+    "I"  # 20 DirtyPagesCount
+    "8s"  # 24 Hash1: Marvin32 of bytes 40..Size (page references and pages)
+    "8s"  # 32 Hash2: Marvin32 of bytes 0..32 (this header up to and including Hash1)
+)
+assert LOG_ENTRY.size == 40
+LOG_ENTRY_HASH1_COVERS = 40  # Hash1 covers the entry from this offset to its end
+LOG_ENTRY_HASH2_COVERS = 32  # Hash2 covers the entry's first 32 bytes
+DIRTY_PAGE_REF = struct.Struct("<II")  # 0 Offset (relative to the hive bins data), 4 Size
+assert DIRTY_PAGE_REF.size == 8
