@@ -33,7 +33,7 @@ from offline_fix.changes.state import ensure_state_dir
 from offline_fix.errors import OfflineFixError, Refused, VerificationFailed
 from offline_fix.target import Target, platform
 from offline_fix.target.disk import VhdxDisk
-from offline_fix.target.extents import host_ranges, ntfs_file_layout
+from offline_fix.target.extents import file_layout, host_ranges
 
 
 def sha256(data: bytes) -> str:
@@ -69,12 +69,30 @@ class FilePatch:
 
 
 @dataclass
+class NewFile:
+    """A file the change creates (it must not exist yet)."""
+
+    path: str  # on the volume
+    content: bytes
+
+
+@dataclass
 class Change:
     kind: str  # "reg-set", "drivers-disable", ...
     summary: str  # one line for people
     details: list[dict]  # what changed, in the caller's words (key, value, old, new ...)
     patches: list[FilePatch]
     check: Callable[[dict[str, bytes]], list[str]] | None = None  # files re-read independently -> problems
+    # Files to create. Folder targets: written beside their place and renamed in. Images and
+    # devices: the caller also gives ``volume_ranges``, the volume bytes libntfs-3g changed when it
+    # created them on an in-memory overlay (offsets relative to the volume): those are journaled
+    # and written like any other range, so undo is byte-identical.
+    creates: list[NewFile] = field(default_factory=list)
+    volume_ranges: list[Range] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.patches or self.creates)
 
 
 @dataclass
@@ -192,7 +210,7 @@ class WriteSession:
             if patch.grows:
                 raise Refused(f"{patch.path} would have to grow from {len(patch.before)} to {len(patch.after)} bytes; "
                               "offline-fix does not grow files inside disk images (use a mounted folder target)")
-            layout = ntfs_file_layout(self.volume, patch.path)
+            layout = file_layout(self.volume, patch.path)
             if layout.size != len(patch.before):
                 raise VerificationFailed(f"{patch.path}: size on disk {layout.size} differs from the bytes read {len(patch.before)}")
             for stage_no, stage in enumerate(patch.stages):
@@ -203,6 +221,14 @@ class WriteSession:
                             a = rel + (piece_disk - disk_off)
                             ranges.append(HostRange(host_off, r.old[a:a + piece_len], r.new[a:a + piece_len],
                                                     patch.path, file_off + (piece_disk - disk_off), stage_no))
+        for r in change.volume_ranges:
+            if r.offset < 0 or r.offset + len(r.new) > self.volume.size:
+                raise Refused(f"a change reaches outside volume {self.volume.index}")
+            base = self.volume.offset + r.offset
+            for piece_disk, host_off, piece_len in host_ranges(disk, base, len(r.new)):
+                a = piece_disk - base
+                ranges.append(HostRange(host_off, r.old[a:a + piece_len], r.new[a:a + piece_len],
+                                        "(volume)", r.offset + a, 0))
         if isinstance(disk, VhdxDisk):
             ranges[:0] = self._vhdx_header_ranges(disk)
         return ranges
@@ -229,6 +255,8 @@ class WriteSession:
 
     def _plan_host_ranges(self, change: Change) -> list[HostRange]:
         if self.target.disk is not None:
+            if change.creates and not change.volume_ranges:
+                raise Refused("new files on an image need their volume ranges (made through libntfs-3g)")
             ranges = self._map_image(change)
             for r in ranges:  # the map is proven before anything is written
                 if r.stage >= 0 and self._pread(r.host_offset, len(r.old)) != r.old:
@@ -241,14 +269,19 @@ class WriteSession:
     # -- apply -------------------------------------------------------------------------------------
     def apply(self, change: Change, *, dry_run: bool = False) -> Result:
         result = Result(None, "dry-run" if dry_run else J.PLANNED, change.summary, change.details, state_dir=self.state_dir)
-        if not change.patches:
+        if change.empty:
             result.status = "nothing-to-do"
             return result
         self.resolve_interrupted()
+        for new in change.creates:
+            if self.volume.fs().exists(new.path):
+                raise Refused(f"{new.path} exists already; not overwritten")
         ranges = self._plan_host_ranges(change)
         result.files = [{"path": p.path, "sha256_before": sha256(p.before), "sha256_after": sha256(p.after),
                          "size_before": len(p.before), "size_after": len(p.after),
                          "bytes_changed": sum(len(r.new) for stage in p.stages for r in stage)} for p in change.patches]
+        result.files += [{"path": n.path, "sha256_before": None, "sha256_after": sha256(n.content), "size_before": None,
+                          "size_after": len(n.content), "bytes_changed": len(n.content)} for n in change.creates]
         result.host_ranges = len(ranges)
         result.bytes_changed = sum(f["bytes_changed"] for f in result.files)
         if dry_run:
@@ -271,10 +304,10 @@ class WriteSession:
         self._write(ranges, folder_ops, change, forward=True)
         self.journal.status(change_id, J.APPLIED)
         _crash_point("before-verify")
-        problems = self._verify(change, {p.path: sha256(p.after) for p in change.patches})
+        problems = self._verify(change, {f["path"]: f["sha256_after"] for f in result.files})
         if problems:
             self._write(ranges, folder_ops, change, forward=False)
-            restored = self._verify(None, {p.path: sha256(p.before) for p in change.patches})
+            restored = self._verify(None, {f["path"]: f["sha256_before"] for f in result.files})
             self.journal.status(change_id, J.ROLLED_BACK, problems=problems, restored_ok=not restored)
             result.status = J.ROLLED_BACK
             raise VerificationFailed(
@@ -302,6 +335,8 @@ class WriteSession:
                 fh.flush()
                 os.fsync(fh.fileno())
             out[patch.path] = os.path.relpath(dest, self.state_dir)
+        for new in change.creates:
+            out[new.path] = None  # did not exist: undo deletes it
         J.fsync_dir(folder)
         return out
 
@@ -311,6 +346,10 @@ class WriteSession:
         for patch in change.patches:
             host = fs.host_path(patch.path)
             ops.append({"file": patch.path, "host_path": host, "mode": "replace" if patch.grows else "patch"})
+        for new in change.creates:
+            folder, _, name = new.path.replace("/", "\\").rpartition("\\")
+            host_folder = fs.host_path(folder) if folder else fs.root
+            ops.append({"file": new.path, "host_path": os.path.join(host_folder, name), "mode": "create"})
         return ops
 
     def _write(self, ranges: list[HostRange], folder_ops: list[dict], change: Change | None, *, forward: bool) -> None:
@@ -324,7 +363,15 @@ class WriteSession:
                     self._sync()
             self._sync()
             return
-        for op, patch in zip(folder_ops, change.patches):
+        contents = {n.path: n.content for n in change.creates}
+        for op in folder_ops:
+            if op["mode"] == "create":
+                if forward:
+                    _replace_file(op["host_path"], contents[op["file"]], create=True)
+                elif os.path.lexists(op["host_path"]):
+                    os.unlink(op["host_path"])
+                    J.fsync_dir(os.path.dirname(op["host_path"]))
+        for op, patch in zip([o for o in folder_ops if o["mode"] != "create"], change.patches):
             content = patch.after if forward else patch.before
             if op["mode"] == "replace":
                 _replace_file(op["host_path"], content)
@@ -338,20 +385,37 @@ class WriteSession:
                         _crash_point("mid-write")
                     os.fsync(fh.fileno())
 
-    def _reread(self, path: str) -> bytes:
-        if self.target.disk is None:
-            return read_file_in_folder(self.volume.fs().host_path(path))
-        self._sync()
-        return read_file_in_image(self.host_path, self.target.disk.format, self.target.disk.size, self.volume.offset, path)
+    def _entry_host_path(self, entry: dict | None, path: str) -> str:
+        """Folder targets: where a journal entry wrote ``path`` (a BCD store may live on another
+        mounted volume than the session's), else the session volume's file."""
+        for op in (entry or {}).get("folder_ops", []):
+            if op["file"] == path:
+                return op["host_path"]
+        return self.volume.fs().host_path(path)
 
-    def _verify(self, change: Change | None, expected: dict[str, str]) -> list[str]:
+    def _reread(self, path: str, entry: dict | None = None) -> bytes | None:
+        """The file's bytes through the independent path; None when it does not exist. A journal
+        ``entry`` is re-read where it was written (its volume or folder), whatever the session's."""
+        if self.target.disk is None or (entry is not None and entry.get("container") == "folder"):
+            host = self._entry_host_path(entry, path)
+            return read_file_in_folder(host) if os.path.lexists(host) else None
+        self._sync()
+        offset = entry["volume"]["offset"] if entry is not None and entry.get("volume") else self.volume.offset
+        return read_file_in_image(self.host_path, self.target.disk.format, self.target.disk.size, offset, path)
+
+    def _verify(self, change: Change | None, expected: dict[str, str | None], entry: dict | None = None) -> list[str]:
+        """``expected``: path -> sha256, or None for "must not exist"."""
         problems = []
         files = {}
         for path, digest in expected.items():
             try:
-                data = self._reread(path)
+                data = self._reread(path, entry)
             except OfflineFixError as exc:
                 problems.append(str(exc))
+                continue
+            if data is None or digest is None:
+                if (data is None) != (digest is None):
+                    problems.append(f"{path}: {'missing' if data is None else 'present'} after writing")
                 continue
             files[path] = data
             if sha256(data) != digest:
@@ -367,9 +431,10 @@ class WriteSession:
         states = set()
         for f in entry["files"]:
             try:
-                digest = sha256(self._reread(f["path"]))
+                data = self._reread(f["path"], entry)
             except OfflineFixError:
                 return "mixed"
+            digest = None if data is None else sha256(data)
             states.add("old" if digest == f["sha256_before"] else "new" if digest == f["sha256_after"] else "mixed")
         return states.pop() if len(states) == 1 else "mixed"
 
@@ -386,17 +451,23 @@ class WriteSession:
         """Put back the old bytes of a journal entry; return problems of the check (empty: fine)."""
         if entry.get("container") == "folder":
             for f in entry["files"]:
+                if f["backup"] is None:  # created by the change
+                    host = self._entry_host_path(entry, f["path"])
+                    if os.path.lexists(host):
+                        os.unlink(host)
+                        J.fsync_dir(os.path.dirname(host))
+                    continue
                 with open(os.path.join(self.state_dir, f["backup"]), "rb") as fh:
                     original = fh.read()
                 if sha256(original) != f["sha256_before"]:
                     return [f"backup of {f['path']} does not match its recorded sha256"]
-                _replace_file(self.volume.fs().host_path(f["path"]), original)
+                _replace_file(self._entry_host_path(entry, f["path"]), original)
         else:
             ranges = [HostRange.from_json(r) for r in entry["ranges"]]
             for r in sorted(ranges, key=lambda r: -r.stage):
                 self._pwrite(r.host_offset, r.old)
             self._sync()
-        return self._verify(None, {f["path"]: f["sha256_before"] for f in entry["files"]})
+        return self._verify(None, {f["path"]: f["sha256_before"] for f in entry["files"]}, entry)
 
     def resolve_interrupted(self) -> list[dict]:
         """Settle changes a kill left before 'verified': report and fix, never leave them mixed."""
@@ -416,7 +487,7 @@ class WriteSession:
                 self.journal.status(entry["id"], J.ABANDONED, reason="interrupted before any byte was written")
                 outcome = "as it was (nothing had been written)"
             else:
-                problems = self._verify(None, {f["path"]: f["sha256_after"] for f in entry["files"]})
+                problems = self._verify(None, {f["path"]: f["sha256_after"] for f in entry["files"]}, entry)
                 if problems:
                     self._restore_entry(entry)
                     self.journal.status(entry["id"], J.ROLLED_BACK, reason="interrupted; re-read failed", problems=problems)
@@ -447,9 +518,12 @@ class WriteSession:
         return {"id": entry["id"], "outcome": "undone; original bytes confirmed by sha256"}
 
 
-def _replace_file(host_path: str, content: bytes) -> None:
-    """Write a whole file next to its place, fsync, rename over it, fsync the folder."""
+def _replace_file(host_path: str, content: bytes, *, create: bool = False) -> None:
+    """Write a whole file next to its place, fsync, rename over it, fsync the folder. With
+    ``create``, an existing file is never replaced."""
     folder = os.path.dirname(host_path)
+    if create and os.path.lexists(host_path):
+        raise Refused(f"{host_path} exists already; not overwritten")
     tmp = os.path.join(folder, f".{os.path.basename(host_path)}.offline-fix-{uuid.uuid4().hex[:8]}")
     try:
         with open(tmp, "wb") as fh:
@@ -458,7 +532,10 @@ def _replace_file(host_path: str, content: bytes) -> None:
             os.fsync(fh.fileno())
         if os.path.exists(host_path):
             shutil.copymode(host_path, tmp)
-        os.replace(tmp, host_path)
+        if create:
+            os.link(tmp, host_path)  # fails if something appeared meanwhile, never overwrites
+        else:
+            os.replace(tmp, host_path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
