@@ -319,3 +319,64 @@ def test_helper_system_disk_refused():
     if root is None or not root["source"].startswith("/dev/"):
         pytest.skip("the root filesystem is not on a block device here")
     assert platform.system_disk_reason(root["source"]) is not None
+
+
+# -- dirty hives ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dirty_spec(realdata):
+    """A real dirty hive with logs that continue it (regipy's transactions NTUSER.DAT: entries
+    566..588), placed where SYSTEM lives: the replay is the same whatever the hive's name."""
+    from images import specs
+
+    return specs.win10_gpt(system=realdata("regipy/transactions_NTUSER.DAT.xz"),
+                           system_log1=realdata("regipy/transactions_ntuser.dat.log1.xz"),
+                           system_log2=realdata("regipy/transactions_ntuser.dat.log2.xz"))
+
+
+def test_dirty_hive_is_replayed_through_the_journal(capsys, image_cache, dirty_spec, tmp_path, state_dir):
+    from Registry import Registry
+
+    folder = tmp_path / "mnt"
+    shutil.copytree(image_cache(dirty_spec, "folder").path, folder, symlinks=True)
+    hive_path = folder / "Windows" / "System32" / "config" / "SYSTEM"
+    original = sha(hive_path)
+    code, captured = cli(capsys, "reg", "add", str(folder), r"HKLM\SYSTEM\Environment", "/v", "OfflineFix",
+                         "/t", "REG_SZ", "/d", "repaired", "/f", "--json")
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    recover = result["details"][0]
+    assert recover["op"] == "recover" and recover["applied_entries"] == list(range(566, 589))
+    reg = Registry.Registry(str(hive_path))
+    assert reg.open("Environment").value("OfflineFix").value() == "repaired"
+    head = hive_path.read_bytes()[:12]
+    assert head[4:8] == head[8:12] == (590).to_bytes(4, "little")  # clean: last entry 588 + 1, then our commit
+    code, _ = cli(capsys, "undo", str(folder), "--all")
+    assert code == 0 and sha(hive_path) == original  # the dirty original, byte for byte
+
+
+def test_dirty_hive_replayed_in_place_in_an_image(capsys, image_cache, dirty_spec, tmp_path, state_dir):
+    """The replay fits the file (its hive bins grow inside the 1 MiB file): written in place,
+    read back by TSK + hivex, and undone to the byte."""
+    built = image_cache(dirty_spec, "vhdx")
+    image = built.copy_to(tmp_path / "disk.vhdx").path
+    original = sha(image)
+    code, captured = cli(capsys, "reg", "add", str(image), r"HKLM\SYSTEM\Environment", "/v", "X", "/t", "REG_SZ", "/d", "y", "/f")
+    assert code == 0, captured.err
+    win = next(p for p in built.partitions if p.number == built.windows_partition)
+    hive = extract_with_tsk(image, "vhdx", win.offset, "/Windows/System32/config/SYSTEM", tmp_path)
+    assert hivex_value(hive, "Environment", "X", tmp_path) == (1, "y\0".encode("utf-16-le"))
+    code, _ = cli(capsys, "undo", str(image), "--all")
+    assert code == 0 and sha(image) == original
+
+
+def test_logs_that_do_not_continue_the_hive_are_refused(capsys, image_cache, realdata, tmp_path, state_dir):
+    from images import specs
+
+    spec = specs.win10_mbr(system=realdata("regipy/SYSTEM_B.xz"), system_log1=realdata("regipy/SYSTEM_B.LOG1.xz"),
+                           system_log2=realdata("regipy/SYSTEM_B.LOG2.xz"))
+    image = image_cache(spec, "raw").copy_to(tmp_path / "disk.raw").path
+    original = sha(image)
+    code, captured = cli(capsys, "reg", "add", str(image), KEY, "/v", "Start", "/t", "REG_DWORD", "/d", "4", "/f")
+    assert code == 5 and "1621" in captured.err  # the expected sequence number is named
+    assert sha(image) == original

@@ -30,10 +30,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(reg_app, name="reg")
 
 
-def _show(type_: int, data) -> str:
-    from offline_fix.cli.hive_edit import show_data
+def _show(value) -> str:
+    from offline_fix.cli.hive import show_data
 
-    return show_data(type_, data)
+    return show_data(value)
 
 
 def _format_key(key, display: str, name_filter: str | None, lines: list[str]) -> int:
@@ -46,7 +46,7 @@ def _format_key(key, display: str, name_filter: str | None, lines: list[str]) ->
     lines.append("")
     lines.append(display)
     for v in values:
-        lines.append(f"    {v.name or '(Default)'}    {type_name(v.type)}    {_show(v.type, v.data)}")
+        lines.append(f"    {v.name or '(Default)'}    {type_name(v.type)}    {_show(v)}")
         shown += 1
     return shown
 
@@ -201,7 +201,7 @@ def add_cmd(
         key = hive.find_key(path.key)
         old = key.value(name) if key is not None else None
         if old is not None and not force:
-            raise Refused(f"the value {name or '(Default)'} exists in {path.display} ({old.type_name} {_show(old.type, old.data)}): "
+            raise Refused(f"the value {name or '(Default)'} exists in {path.display} ({old.type_name} {_show(old)}): "
                           "add /f to overwrite it")
         if key is None:
             writer.create_key(path.key)
