@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
-APT_PACKAGES := ntfs-3g libntfs-3g89 qemu-utils fdisk libhivex-bin python3-hivex sleuthkit mtools dosfstools xz-utils
+APT_PACKAGES := ntfs-3g libntfs-3g89 qemu-utils fdisk libhivex-bin python3-hivex libwin-hivex-perl sleuthkit mtools dosfstools xz-utils util-linux e2fsprogs
 DEMO_DIR := out/demo
 
 .PHONY: all setup system-deps venv test demo bench fuzz clean

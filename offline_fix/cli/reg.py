@@ -8,6 +8,7 @@ install's hive files; CurrentControlSet resolves to the control set that boots (
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import typer
@@ -124,10 +125,11 @@ def _write(target: str, install: int | None, keypath: str, backup_dir: str | Non
                                    apply_edits=lambda writer, hive: make_edits(writer, hive, path, plan))
         with WriteSession(tgt, inst.volume, backup_dir=backup_dir, force=ignore_hibernation, warn=warn) as session:
             result = session.apply(change, dry_run=dry_run)
-        return report(result, json_out)
+        return report(result, json_out, target)
 
 
-def report(result, json_out: bool) -> int:
+def report(result, json_out: bool, target: str) -> int:
+    """Print a write's Result: what changed (old -> new), the files, the change id and its undo."""
     if json_out:
         emit_json(result.to_dict())
         return 0
@@ -144,8 +146,7 @@ def report(result, json_out: bool) -> int:
         console.print(f"dry run: nothing written ({result.host_ranges} host byte ranges planned)")
     else:
         console.print(f"change {result.change_id}: {result.status} ({'; '.join(result.checks)})", soft_wrap=True)
-        console.print(f"undo with: offline-fix undo TARGET --change {result.change_id}"
-                      + (f" --backup-dir {result.state_dir.rsplit('/', 1)[0]}" if False else ""), soft_wrap=True)
+        console.print(f"undo with: offline-fix undo {shlex.quote(target)} --change {result.change_id}", soft_wrap=True)
     return 0
 
 

@@ -170,14 +170,6 @@ def type_name(code: int) -> str:
     return TYPE_NAMES.get(code, f"REG_UNKNOWN_{code:#x}")
 
 
-def name_hash(name: str) -> int:
-    """The "lh" hash: H = 37 * H + code of each character of the uppercased name, 32-bit."""
-    h = 0
-    for ch in name.upper():
-        h = (h * 37 + ord(ch)) & 0xFFFFFFFF
-    return h
-
-
 # -- transaction logs ("Format of transaction log files") ------------------------------------------
 # Both formats start with a partial copy of the base block (baseblock.py) in their first sector
 # (Clustering factor * 512 bytes), with File type 1 (old format) or 6 (new format).
