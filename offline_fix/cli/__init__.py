@@ -57,6 +57,14 @@ def _root(
 from offline_fix.cli import inspect as _inspect  # noqa: E402
 
 _inspect.register(app)
+from offline_fix.cli import reg as _reg  # noqa: E402
+
+_reg.register(app)
+from offline_fix.cli import journal as _journal  # noqa: E402
+
+_journal.register(app)
+from offline_fix.cli import cloud as _cloud; _cloud.register(app)  # noqa: E402,E702
+from offline_fix.cli import hive as _hive; _hive.register(app)  # noqa: E402,E702
 
 
 # reg.exe writes switches as /v NAME /t TYPE /d DATA /s /f /ve. Click would take any argument
