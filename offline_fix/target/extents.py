@@ -88,6 +88,28 @@ def ntfs_file_layout(volume, path: str) -> FileLayout:
     return FileLayout(path, size, tuple(extents))
 
 
+def fat_file_layout(volume, path: str) -> FileLayout:
+    """The extents of a file on a FAT16/FAT32 volume inside a disk: its cluster chain (checked
+    against its size by offline_fix/target/fat.py), contiguous clusters merged."""
+    size, runs = volume.fs().extents(path)
+    extents = []
+    for file_offset, length, volume_offset in runs:
+        if volume_offset + length > volume.size:
+            raise FilesystemError(f"{path}: a cluster lies outside its volume", offset=volume_offset,
+                                  expected=f"<= {volume.size}", found=volume_offset + length)
+        extents.append(Extent(file_offset, length, volume.offset + volume_offset))
+    return FileLayout(path, size, tuple(extents))
+
+
+def file_layout(volume, path: str) -> FileLayout:
+    """Where a file's bytes lie on the disk, by the volume's filesystem."""
+    if volume.filesystem == "ntfs":
+        return ntfs_file_layout(volume, path)
+    if volume.filesystem in ("fat32", "fat16"):
+        return fat_file_layout(volume, path)
+    raise Refused(f"{path}: offline-fix writes in place on NTFS and FAT volumes only, not {volume.filesystem}")
+
+
 def host_ranges(disk: Disk, offset: int, length: int) -> list[tuple[int, int, int]]:
     """(disk offset, host offset, length) pieces for a range of the virtual disk."""
     if offset < 0 or offset + length > disk.size:
