@@ -266,7 +266,3 @@ def enable_cmd(
     return _write(target, install, backup_dir, dry_run, json_out, force, "drivers-enable",
                   f"drivers enable {' '.join(names)}", lambda _hive: batches)
 
-
-from offline_fix.cli import verify as _verify  # noqa: E402  (drivers verify, offline_fix/cli/verify.py)
-
-_verify.register(drivers_app)
