@@ -66,7 +66,6 @@ _journal.register(app)
 from offline_fix.cli import cloud as _cloud; _cloud.register(app)  # noqa: E402,E702
 from offline_fix.cli import hive as _hive; _hive.register(app)  # noqa: E402,E702
 from offline_fix.cli import drivers as _drivers; _drivers.register(app)  # noqa: E402,E702
-from offline_fix.cli import catroot as _catroot; _catroot.register(app)  # noqa: E402,E702
 
 
 # reg.exe writes switches as /v NAME /t TYPE /d DATA /s /f /ve. Click would take any argument
