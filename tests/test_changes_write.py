@@ -380,3 +380,15 @@ def test_logs_that_do_not_continue_the_hive_are_refused(capsys, image_cache, rea
     code, captured = cli(capsys, "reg", "add", str(image), KEY, "/v", "Start", "/t", "REG_DWORD", "/d", "4", "/f")
     assert code == 5 and "1621" in captured.err  # the expected sequence number is named
     assert sha(image) == original
+
+
+def test_binary_value_is_journaled(capsys, disks, tmp_path, state_dir):
+    image = disks["gpt"]("raw").copy_to(tmp_path / "disk.raw").path
+    original = sha(image)
+    code, captured = cli(capsys, "reg", "add", str(image), KEY, "/v", "Blob", "/t", "REG_BINARY", "/d", "0102ff", "/f", "--json")
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["details"][-1]["new"] == {"hex": "0102ff"}
+    code, captured = cli(capsys, "journal", str(image), "--json")
+    assert json.loads(captured.out)["changes"][0]["details"][-1]["new"] == {"hex": "0102ff"}
+    cli(capsys, "undo", str(image), "--all")
+    assert sha(image) == original

@@ -34,17 +34,22 @@ class Edit:
     old_type: int | None = None
 
     def describe(self, hive_name: str) -> dict:
+        """JSON-ready: bytes become {"hex": ...} so that the journal can hold any value type."""
         d = {"op": self.op, "hive": hive_name, "key": self.key}
         if self.name is not None:
             d["value"] = self.name
         if self.op == "set":
             from offline_fix.hive.structures import type_name
 
-            d.update(type=type_name(self.type), new=self.data, old=self.old,
+            d.update(type=type_name(self.type), new=_jsonable(self.data), old=_jsonable(self.old),
                      old_type=type_name(self.old_type) if self.old_type is not None else None)
         elif self.op == "delete-value":
-            d["old"] = self.old
+            d["old"] = _jsonable(self.old)
         return d
+
+
+def _jsonable(data):
+    return {"hex": data.hex()} if isinstance(data, (bytes, bytearray)) else data
 
 
 @dataclass

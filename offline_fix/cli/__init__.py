@@ -65,6 +65,7 @@ from offline_fix.cli import journal as _journal  # noqa: E402
 _journal.register(app)
 from offline_fix.cli import cloud as _cloud; _cloud.register(app)  # noqa: E402,E702
 from offline_fix.cli import hive as _hive; _hive.register(app)  # noqa: E402,E702
+from offline_fix.cli import bcd as _bcd; _bcd.register(app)  # noqa: E402,E702
 from offline_fix.cli import drivers as _drivers; _drivers.register(app)  # noqa: E402,E702
 
 

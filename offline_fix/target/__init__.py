@@ -33,13 +33,19 @@ class Volume:
         return self.filesystem in ("ntfs", "folder") and self.error is None
 
     def fs(self) -> FileSystem:
-        """The volume's files (NTFS or a folder). Opened once, on first use."""
+        """The volume's files (NTFS, FAT32/FAT16 or a folder). Opened once, on first use."""
         if self.error is not None:
             raise self.error
         if self._fs is None:
-            if self.filesystem != "ntfs" or self._disk is None:
+            if self.filesystem not in ("ntfs", "fat32", "fat16") or self._disk is None:
                 raise NotFound(f"volume {self.index} ({self.filesystem}) has no readable files")
             try:
+                if self.filesystem != "ntfs":  # the EFI system partition (offline_fix/target/fat.py)
+                    from offline_fix.target.fat import FatFS
+
+                    disk, base = self._disk, self.offset
+                    self._fs = FatFS(lambda off, n: disk.read(base + off, n), self.size, name=f"partition {self.index}")
+                    return self._fs
                 self._fs = NtfsFS(self._disk.stream(self.offset, self.size), name=f"partition {self.index}")
             except OfflineFixError as exc:
                 self.error = exc
