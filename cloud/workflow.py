@@ -24,7 +24,9 @@ PLACEHOLDERS = ("{disk}", "{device}")
 
 
 class CloudApiError(OfflineFixError):
-    """The provider's API refused or failed a call (not a bug in offline-fix); exit code 10."""
+    """The provider's API refused or failed a call (not a bug in offline-fix); exit code 9."""
+
+    exit_code = 9
 
 
 class Interrupted(OfflineFixError):

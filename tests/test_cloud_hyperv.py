@@ -210,3 +210,28 @@ def test_cli(vhdx, tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out.strip() == str(vhdx)
     assert main(["cloud", "hyperv", "restore", "--state", sf]) == 0
     assert ps.vm["State"] == "Running"
+
+
+def test_direct_vhdx_repair_with_offline_fix(image_cache, realdata, tmp_path):
+    """The whole Hyper-V path on a built Windows VHDX: rescue hands the VHDX file to a real
+    `offline-fix drivers disable`, which changes the registry inside it with no mount at all;
+    `offline-fix reg query` reads the result back and qemu-img checks the file."""
+    import shlex
+    import sys
+
+    from images import specs
+
+    built = image_cache(specs.win7_gpt(system=realdata("regipy/SYSTEM.xz")), "vhdx")
+    folder = tmp_path / "Hyper-V Disks"
+    folder.mkdir()
+    disk = built.copy_to(folder / "o'brien web01.vhdx").path
+    ps = FakePowerShell("web01", disk)
+    state_dir = tmp_path / "state"
+    run = (f"{shlex.quote(sys.executable)} -m offline_fix drivers disable {{disk}} pciide --force "
+           f"--backup-dir {shlex.quote(str(state_dir))}")
+    result = HyperVAdapter(new_state(tmp_path), runner=ps).rescue(run=run)
+    assert result["run"]["exit_code"] == 0
+    query = subprocess.run([sys.executable, "-m", "offline_fix", "reg", "query", str(disk),
+                            r"HKLM\SYSTEM\ControlSet001\Services\pciide", "/v", "Start"], capture_output=True, text=True)
+    assert "Start    REG_DWORD    0x4" in query.stdout, query.stderr
+    subprocess.run(["qemu-img", "check", "-f", "vhdx", str(disk)], check=True, capture_output=True)
