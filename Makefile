@@ -5,10 +5,10 @@
 PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
-APT_PACKAGES := ntfs-3g libntfs-3g89 qemu-utils fdisk libhivex-bin python3-hivex libwin-hivex-perl sleuthkit mtools dosfstools xz-utils util-linux e2fsprogs
+APT_PACKAGES := ntfs-3g libntfs-3g89 qemu-utils fdisk libhivex-bin python3-hivex libwin-hivex-perl sleuthkit mtools dosfstools xz-utils util-linux e2fsprogs chromium
 DEMO_DIR := out/demo
 
-.PHONY: all setup system-deps venv test demo bench fuzz clean
+.PHONY: all setup system-deps venv test demo bench fuzz soak clean
 
 all: test
 
@@ -50,6 +50,9 @@ demo: setup
 
 bench: setup
 	$(VPY) -m bench.run_all
+
+soak: setup
+	$(VPY) -m pytest -q -p no:cacheprovider -m slow tests/test_soak.py
 
 fuzz: setup
 	$(VPY) -m pip install -q -e '.[fuzz]'
