@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from offline_fix.changes import guards, journal as J
-from offline_fix.changes.independent import read_file_in_folder, read_file_in_image
+from offline_fix.changes.independent import ImageReader, read_file_in_folder
 from offline_fix.changes.state import ensure_state_dir
 from offline_fix.errors import OfflineFixError, Refused, VerificationFailed
 from offline_fix.target import Target, platform
@@ -393,26 +393,31 @@ class WriteSession:
                 return op["host_path"]
         return self.volume.fs().host_path(path)
 
-    def _reread(self, path: str, entry: dict | None = None) -> bytes | None:
-        """The file's bytes through the independent path; None when it does not exist. A journal
-        ``entry`` is re-read where it was written (its volume or folder), whatever the session's."""
+    def _reread(self, paths, entry: dict | None = None) -> dict[str, bytes | None]:
+        """Each file's bytes through the independent path (None: it does not exist), the volume
+        opened once for all of them. A journal ``entry`` is re-read where it was written (its
+        volume or folder), whatever the session's."""
         if self.target.disk is None or (entry is not None and entry.get("container") == "folder"):
-            host = self._entry_host_path(entry, path)
-            return read_file_in_folder(host) if os.path.lexists(host) else None
+            out = {}
+            for path in paths:
+                host = self._entry_host_path(entry, path)
+                out[path] = read_file_in_folder(host) if os.path.lexists(host) else None
+            return out
         self._sync()
         offset = entry["volume"]["offset"] if entry is not None and entry.get("volume") else self.volume.offset
-        return read_file_in_image(self.host_path, self.target.disk.format, self.target.disk.size, offset, path)
+        with ImageReader(self.host_path, self.target.disk.format, self.target.disk.size, offset) as reader:
+            return {path: reader.read(path) for path in paths}
 
     def _verify(self, change: Change | None, expected: dict[str, str | None], entry: dict | None = None) -> list[str]:
         """``expected``: path -> sha256, or None for "must not exist"."""
+        try:
+            contents = self._reread(list(expected), entry)
+        except OfflineFixError as exc:
+            return [str(exc)]
         problems = []
         files = {}
         for path, digest in expected.items():
-            try:
-                data = self._reread(path, entry)
-            except OfflineFixError as exc:
-                problems.append(str(exc))
-                continue
+            data = contents[path]
             if data is None or digest is None:
                 if (data is None) != (digest is None):
                     problems.append(f"{path}: {'missing' if data is None else 'present'} after writing")
@@ -428,12 +433,13 @@ class WriteSession:
     def _host_state(self, entry: dict) -> str:
         """"old", "new" or "mixed": what the target's changed files hold now, by sha256 of an
         independent re-read (the same path the verification uses)."""
+        try:
+            contents = self._reread([f["path"] for f in entry["files"]], entry)
+        except OfflineFixError:
+            return "mixed"
         states = set()
         for f in entry["files"]:
-            try:
-                data = self._reread(f["path"], entry)
-            except OfflineFixError:
-                return "mixed"
+            data = contents[f["path"]]
             digest = None if data is None else sha256(data)
             states.add("old" if digest == f["sha256_before"] else "new" if digest == f["sha256_after"] else "mixed")
         return states.pop() if len(states) == 1 else "mixed"

@@ -1,8 +1,8 @@
-"""Re-read a file through code offline-fix did not write, to confirm what it wrote.
+"""Re-read files through code offline-fix did not write, to confirm what it wrote.
 
 Images and block devices: the container through dissect.hypervisor (raw: the file itself), the
-NTFS volume through The Sleuth Kit (pytsk3), never through our own container, NTFS-mapping or
-hive code. Folder targets: a plain read by the operating system.
+volume (NTFS or FAT) through The Sleuth Kit (pytsk3), never through our own container,
+file-mapping or hive code. Folder targets: a plain read by the operating system.
 """
 
 from __future__ import annotations
@@ -23,32 +23,57 @@ def _open_container(host_path: str, fmt: str):
     return fh, fh
 
 
-def read_file_in_image(host_path: str, fmt: str, size: int, volume_offset: int, path: str) -> bytes:
-    """The whole content of ``path`` in the NTFS volume at ``volume_offset`` of the disk."""
-    import pytsk3
+class ImageReader:
+    """One volume of a disk image opened once with The Sleuth Kit; ``read(path)`` gives a file's
+    bytes, or None when the path does not exist. Use as a context manager."""
 
-    fh, stream = _open_container(host_path, fmt)
+    def __init__(self, host_path: str, fmt: str, size: int, volume_offset: int) -> None:
+        import pytsk3
 
-    class _Image(pytsk3.Img_Info):
-        def __init__(self) -> None:
-            super().__init__(url="", type=pytsk3.TSK_IMG_TYPE_EXTERNAL)
+        self._fh, stream = _open_container(host_path, fmt)
 
-        def read(self, offset, length):
-            stream.seek(offset)
-            return stream.read(length)
+        class _Image(pytsk3.Img_Info):
+            def __init__(self) -> None:
+                super().__init__(url="", type=pytsk3.TSK_IMG_TYPE_EXTERNAL)
 
-        def get_size(self):
-            return size
+            def read(self, offset, length):
+                stream.seek(offset)
+                return stream.read(length)
 
-    try:
-        fs = pytsk3.FS_Info(_Image(), offset=volume_offset)
-        tsk_file = fs.open("/" + path.replace("\\", "/").lstrip("/"))
-        length = tsk_file.info.meta.size
-        return tsk_file.read_random(0, length) if length else b""
-    except OSError as exc:
-        raise VerificationFailed(f"The Sleuth Kit could not read {path} back: {exc}") from None
-    finally:
-        fh.close()
+            def get_size(self):
+                return size
+
+        try:
+            self._fs = pytsk3.FS_Info(_Image(), offset=volume_offset)
+        except OSError as exc:
+            self._fh.close()
+            raise VerificationFailed(f"The Sleuth Kit cannot open the volume at offset {volume_offset}: {exc}") from None
+
+    def read(self, path: str) -> bytes | None:
+        tsk_path = "/" + path.replace("\\", "/").lstrip("/")
+        try:
+            tsk_file = self._fs.open(tsk_path)
+        except OSError as exc:
+            if "not found" in str(exc).lower():
+                return None
+            raise VerificationFailed(f"The Sleuth Kit could not open {path}: {exc}") from None
+        try:
+            length = tsk_file.info.meta.size
+            data = tsk_file.read_random(0, length) if length else b""
+        except OSError as exc:
+            raise VerificationFailed(f"The Sleuth Kit could not read {path} back: {exc}") from None
+        if len(data) != length:
+            raise VerificationFailed(f"The Sleuth Kit read {len(data)} of {length} bytes of {path}")
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "ImageReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def read_file_in_folder(host_path: str) -> bytes:

@@ -67,6 +67,7 @@ from offline_fix.cli import cloud as _cloud; _cloud.register(app)  # noqa: E402,
 from offline_fix.cli import hive as _hive; _hive.register(app)  # noqa: E402,E702
 from offline_fix.cli import bcd as _bcd; _bcd.register(app)  # noqa: E402,E702
 from offline_fix.cli import drivers as _drivers; _drivers.register(app)  # noqa: E402,E702
+from offline_fix.cli import catroot as _catroot; _catroot.register(app)  # noqa: E402,E702
 
 
 # reg.exe writes switches as /v NAME /t TYPE /d DATA /s /f /ve. Click would take any argument

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import typer
 
-from offline_fix.cli.common import BACKUP_DIR, DRY_RUN, JSON, TARGET
-from offline_fix.cli.output import emit_json, out, warn
+from offline_fix.cli.common import BACKUP_DIR, DRY_RUN, IGNORE_HIBERNATION, JSON, TARGET
+from offline_fix.cli.output import emit_json, out, report_change, warn
 from offline_fix.errors import NotFound, OfflineFixError, Refused
 
 bcd_app = typer.Typer(help="Read and edit the boot configuration (BCD store) offline, with bcdedit's names.",
@@ -25,8 +25,6 @@ INSTALL = typer.Option(None, "--install", min=1,
 OBJECT = typer.Argument(..., help="{default}, {bootmgr}, {memdiag}, {emssettings} ... or a GUID (see `bcd list`).")
 ELEMENT = typer.Argument(..., help="bcdedit's element name (safeboot, nointegritychecks, bootstatuspolicy ...) "
                                    "or its 8-hex-digit identifier.")
-IGNORE_HIBERNATION = typer.Option(False, "--ignore-hibernation",
-                                  help="Write even though the store's volume holds a live hibernation image.")
 
 
 def register(app: typer.Typer) -> None:
@@ -195,39 +193,24 @@ def _write(target: str, store: str | None, install: int | None, make_changes, *,
             _warn_hibernated_windows(tgt)
         with WriteSession(loc.target, loc.volume, backup_dir=backup_dir, force=ignore_hibernation, warn=warn) as session:
             result = session.apply(change, dry_run=dry_run)
-    return _report(target, loc, details, result, json_out)
+    return _report(target, loc, details, result, json_out, backup_dir)
 
 
-def _report(target: str, loc, details: list[dict], result, json_out: bool) -> int:
+def _report(target: str, loc, details: list[dict], result, json_out: bool, backup_dir: str | None = None) -> int:
     if json_out:
         emit_json({"target": target, "store": loc.to_dict(), "changes": details, "result": result.to_dict()})
         return 0
-    console = out()
-    console.print(f"BCD store: {loc.where}: {loc.path}", soft_wrap=True, markup=False)
+    lines = [f"BCD store: {loc.where}: {loc.path}"]
     for d in details:
         old = "(not set)" if d["old"] is None else d["old"]
         new = "(deleted)" if d["new"] is None else d["new"]
+        verb = "set" if d["op"] == "bcd-set" else "delete"
         what = f"{d['object_name']} {d['element']} ({d['element_id']})"
         if d.get("unchanged"):
-            console.print(f"{'set' if d['op'] == 'bcd-set' else 'delete'} {what}: already {old}", soft_wrap=True,
-                          markup=False)
-            continue
-        line = f"{'set' if d['op'] == 'bcd-set' else 'delete'} {what}: {old} -> {new}"
-        if d["op"] == "bcd-set":
-            line += f"  [{d['key']}\\Element {d['reg_type']}]"
-        console.print(line, soft_wrap=True, markup=False)
-    if result.status == "nothing-to-do":
-        console.print("nothing to change")
-        return 0
-    for f in result.files:
-        console.print(f"  {f['path']}: {f['bytes_changed']} bytes in {f['size_before']}-byte file, "
-                      f"sha256 {f['sha256_before'][:12]}.. -> {f['sha256_after'][:12]}..", soft_wrap=True, markup=False)
-    if result.status == "dry-run":
-        console.print(f"dry run: nothing written ({result.host_ranges} host byte ranges planned)")
-    else:
-        console.print(f"change {result.change_id}: {result.status} ({'; '.join(result.checks)})", soft_wrap=True)
-        console.print(f"undo with: offline-fix undo {target} --change {result.change_id}", soft_wrap=True, markup=False)
-    return 0
+            lines.append(f"{verb} {what}: already {old}")
+        else:
+            lines.append(f"{verb} {what}: {old} -> {new}" + (f"  [{d['key']}\\Element {d['reg_type']}]" if d["op"] == "bcd-set" else ""))
+    return report_change(result, target=target, lines=lines, backup_dir=backup_dir)
 
 
 def _one(obj: str, element: str, text: str | None):

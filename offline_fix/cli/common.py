@@ -8,6 +8,8 @@ TARGET = typer.Argument(..., help="Folder (mounted volume or drive letter), bloc
 INSTALL = typer.Option(None, "--install", min=1, help="Which Windows install (see `offline-fix inspect`), when there are several.")
 JSON = typer.Option(False, "--json", help="Print one JSON document to stdout.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the exact change (path, key, value, old -> new); write nothing.")
+IGNORE_HIBERNATION = typer.Option(False, "--ignore-hibernation",
+                                  help="Write even though the volume holds a live hibernation image (Windows may undo the change on resume).")
 BACKUP_DIR = typer.Option(None, "--backup-dir", help="State folder for backups and the journal (default: ~/.local/state/offline-fix).")
 
 

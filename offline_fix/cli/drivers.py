@@ -13,7 +13,7 @@ import sys
 import typer
 
 from offline_fix.cli.common import BACKUP_DIR, DRY_RUN, INSTALL, JSON, TARGET, open_install
-from offline_fix.cli.output import emit_json, out, warn
+from offline_fix.cli.output import emit_json, out, report_change, warn
 from offline_fix.errors import NotFound, Refused
 
 drivers_app = typer.Typer(help="List, disable and enable the drivers of an offline Windows install.",
@@ -161,26 +161,10 @@ def _report(target: str, backup_dir: str | None, result, ops, json_out: bool) ->
     if json_out:
         emit_json(result.to_dict() | {"changes": [op.describe() for op in ops]})
         return 0
-    console = out()
-    for d in result.details:
-        if d.get("op") == "recover":
-            console.print(f"replayed the SYSTEM transaction logs first ({len(d.get('applied_entries', []))} entries "
-                          f"from {', '.join(d.get('logs_used', []))})", soft_wrap=True)
-    for op in ops:
-        console.print(f"  {op.describe()}", soft_wrap=True, markup=False)
-    if result.status == "nothing-to-do":
-        console.print("nothing to change")
-        return 0
-    for f in result.files:
-        console.print(f"  {f['path']}: {f['bytes_changed']} bytes changed, sha256 {f['sha256_before'][:12]}.. -> "
-                      f"{f['sha256_after'][:12]}..", soft_wrap=True, markup=False)
-    if result.status == "dry-run":
-        console.print("dry run: nothing written")
-    else:
-        console.print(f"change {result.change_id}: {result.status} ({'; '.join(result.checks)})", soft_wrap=True)
-        extra = f" --backup-dir {backup_dir}" if backup_dir else ""
-        console.print(f"undo with: offline-fix undo {target} --change {result.change_id}{extra}", soft_wrap=True, markup=False)
-    return 0
+    lines = [f"replayed the SYSTEM transaction logs first ({len(d.get('applied_entries', []))} entries "
+             f"from {', '.join(d.get('logs_used', []))})" for d in result.details if d.get("op") == "recover"]
+    lines += [f"  {op.describe()}" for op in ops]
+    return report_change(result, target=target, lines=lines, backup_dir=backup_dir)
 
 
 @drivers_app.command("disable")
@@ -266,3 +250,7 @@ def enable_cmd(
     return _write(target, install, backup_dir, dry_run, json_out, force, "drivers-enable",
                   f"drivers enable {' '.join(names)}", lambda _hive: batches)
 
+
+from offline_fix.cli import verify as _verify  # noqa: E402  (drivers verify, offline_fix/cli/verify.py)
+
+_verify.register(drivers_app)

@@ -36,8 +36,11 @@ def journal_cmd(target: str = TARGET, backup_dir: str = BACKUP_DIR, json_out: bo
     for c in changes:
         console.print(f"{c['id']}  {c['status']:<11} {c['summary']}", soft_wrap=True)
         for f in c.get("files", []):
-            console.print(f"    {f['path']}: sha256 {f['sha256_before'][:12]}.. -> {f['sha256_after'][:12]}.., "
-                          f"backup {f['backup']}", soft_wrap=True)
+            if f["sha256_before"] is None:
+                console.print(f"    {f['path']}: created, sha256 {f['sha256_after'][:12]}..", soft_wrap=True, markup=False)
+            else:
+                console.print(f"    {f['path']}: sha256 {f['sha256_before'][:12]}.. -> {f['sha256_after'][:12]}.., "
+                              f"backup {f['backup']}", soft_wrap=True, markup=False)
     return 0
 
 

@@ -44,3 +44,31 @@ def warn(message: str) -> None:
 def show_progress(json_mode: bool) -> bool:
     """Progress bars only on a terminal and never with --json."""
     return not json_mode and sys.stderr.isatty()
+
+
+def report_change(result, *, target: str, lines=(), backup_dir: str | None = None) -> int:
+    """Print what a write did (the caller's description ``lines``, then the files, the change id
+    and how to undo it), or what a dry run would do. Returns the exit code (0)."""
+    import shlex
+
+    console = out()
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False)
+    if result.status == "nothing-to-do":
+        console.print("nothing to change")
+        return 0
+    for f in result.files:
+        if f["sha256_before"] is None:
+            console.print(f"  {f['path']}: created, {f['size_after']} bytes, sha256 {f['sha256_after'][:12]}..",
+                          soft_wrap=True, markup=False)
+        else:
+            console.print(f"  {f['path']}: {f['bytes_changed']} bytes changed in a {f['size_before']}-byte file, "
+                          f"sha256 {f['sha256_before'][:12]}.. -> {f['sha256_after'][:12]}..", soft_wrap=True, markup=False)
+    if result.status == "dry-run":
+        console.print(f"dry run: nothing written ({result.host_ranges} host byte ranges planned)")
+        return 0
+    console.print(f"change {result.change_id}: {result.status} ({'; '.join(result.checks)})", soft_wrap=True)
+    extra = f" --backup-dir {shlex.quote(backup_dir)}" if backup_dir else ""
+    console.print(f"undo with: offline-fix undo {shlex.quote(target)} --change {result.change_id}{extra}",
+                  soft_wrap=True, markup=False)
+    return 0

@@ -8,13 +8,12 @@ install's hive files; CurrentControlSet resolves to the control set that boots (
 
 from __future__ import annotations
 
-import shlex
 import sys
 
 import typer
 
-from offline_fix.cli.common import BACKUP_DIR, DRY_RUN, INSTALL, JSON, TARGET, open_install
-from offline_fix.cli.output import emit_json, out, warn
+from offline_fix.cli.common import BACKUP_DIR, DRY_RUN, IGNORE_HIBERNATION, INSTALL, JSON, TARGET, open_install
+from offline_fix.cli.output import emit_json, out, report_change, warn
 from offline_fix.errors import NotFound, Refused
 
 reg_app = typer.Typer(help="reg.exe's query, add and delete on an offline Windows install (reg.exe switches work: /v /t /d /f /s /ve).",
@@ -23,8 +22,6 @@ reg_app = typer.Typer(help="reg.exe's query, add and delete on an offline Window
 KEYPATH = typer.Argument(..., help=r"Key path, e.g. HKLM\SYSTEM\CurrentControlSet\Services\foo.")
 VALUE = typer.Option(None, "--value", help="/v NAME: the value.")
 DEFAULT = typer.Option(False, "--default-value", help="/ve: the key's default (unnamed) value.")
-IGNORE_HIBERNATION = typer.Option(False, "--ignore-hibernation",
-                                  help="Write even though the volume holds a live hibernation image (Windows may undo the change on resume).")
 
 
 def register(app: typer.Typer) -> None:
@@ -125,29 +122,15 @@ def _write(target: str, install: int | None, keypath: str, backup_dir: str | Non
                                    apply_edits=lambda writer, hive: make_edits(writer, hive, path, plan))
         with WriteSession(tgt, inst.volume, backup_dir=backup_dir, force=ignore_hibernation, warn=warn) as session:
             result = session.apply(change, dry_run=dry_run)
-        return report(result, json_out, target)
+        return report(result, json_out, target, backup_dir)
 
 
-def report(result, json_out: bool, target: str) -> int:
+def report(result, json_out: bool, target: str, backup_dir: str | None = None) -> int:
     """Print a write's Result: what changed (old -> new), the files, the change id and its undo."""
     if json_out:
         emit_json(result.to_dict())
         return 0
-    console = out()
-    for d in result.details:
-        console.print(describe_detail(d), soft_wrap=True)
-    if result.status == "nothing-to-do":
-        console.print("nothing to change")
-        return 0
-    for f in result.files:
-        console.print(f"  {f['path']}: {f['bytes_changed']} bytes in {f['size_before']}-byte file, "
-                      f"sha256 {f['sha256_before'][:12]}.. -> {f['sha256_after'][:12]}..", soft_wrap=True)
-    if result.status == "dry-run":
-        console.print(f"dry run: nothing written ({result.host_ranges} host byte ranges planned)")
-    else:
-        console.print(f"change {result.change_id}: {result.status} ({'; '.join(result.checks)})", soft_wrap=True)
-        console.print(f"undo with: offline-fix undo {shlex.quote(target)} --change {result.change_id}", soft_wrap=True)
-    return 0
+    return report_change(result, target=target, lines=[describe_detail(d) for d in result.details], backup_dir=backup_dir)
 
 
 def describe_detail(d: dict) -> str:

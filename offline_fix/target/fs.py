@@ -193,23 +193,40 @@ class NtfsFS(FileSystem):
         except Exception as exc:  # dissect raises assorted errors on broken volumes
             raise FilesystemError(f"NTFS volume {name} could not be opened: {exc}") from None
         self.name = name
+        self._dirs: dict[tuple[str, ...], object] = {}
         try:
             self.label = self.ntfs.volume_name or ""
         except Exception:  # a damaged $Volume only costs the label
             self.label = ""
 
+    MAX_CACHED_DIRS = 4096
+
     def _record(self, path: str):
+        """The MFT record of ``path``; folders met on the way are remembered (by their folded path),
+        so that opening many files of one folder walks the tree once."""
         parts = split_path(path)
-        record = self.ntfs.mft.get("")
-        walked = []
-        for part in parts:
+        folded = tuple(p.casefold() for p in parts)
+        start, record = 0, None
+        for i in range(len(parts), 0, -1):
+            record = self._dirs.get(folded[:i])
+            if record is not None:
+                start = i
+                break
+        if record is None:
+            record = self.ntfs.mft.get("")
+        walked = list(parts[:start])
+        for i in range(start, len(parts)):
             if record.is_reparse_point():
                 raise Refused(f"{'/'.join(walked) or '/'} is a junction or symbolic link inside the image; not followed")
             try:
-                record = record.get(part) if hasattr(record, "get") else self.ntfs.mft.get("/".join(walked + [part]))
+                record = record.get(parts[i])
             except Exception:
                 raise NotFound(f"not found: {path}") from None
-            walked.append(part)
+            walked.append(parts[i])
+            if i + 1 < len(parts):  # a folder on the way
+                if len(self._dirs) >= self.MAX_CACHED_DIRS:
+                    self._dirs.clear()
+                self._dirs[folded[:i + 1]] = record
         return record
 
     def resolve(self, path: str) -> str:

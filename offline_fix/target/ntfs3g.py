@@ -14,7 +14,13 @@ names that differ only in case): an exact match is asked of libntfs-3g first, th
 names are compared upper-cased (Python's one-to-one upper-casing stands for the volume's $UpCase
 table), from a per-directory table kept current by this object's own writes.
 
-Prototypes: ntfs-3g 2022.10.3, include/ntfs-3g/{volume,inode,dir,attrib,reparse,logging}.h.
+Overlay mode (``NtfsVolume(overlay=VolumeOverlay(read, size))``): libntfs-3g runs against a custom
+``struct ntfs_device`` (include/ntfs-3g/device.h, ``ntfs_device_alloc`` + ``ntfs_device_mount``)
+whose reads come from a callable (the real volume, read-only) and whose writes stay in memory;
+after unmounting, ``VolumeOverlay.changes()`` lists the byte ranges libntfs-3g changed (volume
+offset, old bytes, new bytes), for a journaled writer to apply. Nothing reaches the real volume.
+
+Prototypes: ntfs-3g 2022.10.3, include/ntfs-3g/{volume,inode,dir,attrib,reparse,logging,device}.h.
 Reparse buffers: [MS-FSCC] 2.1.2.1 (REPARSE_DATA_BUFFER), 2.1.2.4 (symbolic link),
 2.1.2.5 (mount point), https://learn.microsoft.com/openspecs/windows_protocols/ms-fscc/
 """
@@ -212,6 +218,11 @@ _PROTOTYPES = {
     "ntfs_set_ntfs_reparse_data": (ctypes.c_int, _INODE_VALUE_FLAGS),
     "ntfs_get_ntfs_reparse_data": (ctypes.c_int, _INODE_VALUE_FLAGS[:3]),
     "ntfs_log_set_handler": (None, [ctypes.c_void_p]),
+    # struct ntfs_device *ntfs_device_alloc(const char *name, const long state,
+    #                                       struct ntfs_device_operations *dops, void *priv_data)
+    "ntfs_device_alloc": (ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]),
+    "ntfs_device_free": (ctypes.c_int, [ctypes.c_void_p]),
+    "ntfs_device_mount": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_ulong]),
 }
 
 
@@ -354,10 +365,277 @@ class Stat:
 
 
 # --------------------------------------------------------------------------------------------
+# Overlay: libntfs-3g on an in-memory copy-on-write view of a volume
+
+# struct ntfs_device, include/ntfs-3g/device.h
+class _NtfsDevice(ctypes.Structure):
+    _fields_ = [
+        ("d_ops", ctypes.c_void_p),  # 0x00 struct ntfs_device_operations *
+        ("d_state", ctypes.c_ulong),  # 0x08 ND_* bits
+        ("d_name", ctypes.c_char_p),  # 0x10
+        ("d_private", ctypes.c_void_p),  # 0x18
+        ("d_heads", ctypes.c_int),  # 0x20
+        ("d_sectors_per_track", ctypes.c_int),  # 0x24
+    ]
+
+
+_DEV = ctypes.POINTER(_NtfsDevice)
+_OPS_FIELDS = (  # struct ntfs_device_operations, in declaration order
+    ("open", ctypes.CFUNCTYPE(ctypes.c_int, _DEV, ctypes.c_int, use_errno=True)),
+    ("close", ctypes.CFUNCTYPE(ctypes.c_int, _DEV, use_errno=True)),
+    ("seek", ctypes.CFUNCTYPE(ctypes.c_int64, _DEV, ctypes.c_int64, ctypes.c_int, use_errno=True)),
+    ("read", ctypes.CFUNCTYPE(ctypes.c_int64, _DEV, ctypes.c_void_p, ctypes.c_int64, use_errno=True)),
+    ("write", ctypes.CFUNCTYPE(ctypes.c_int64, _DEV, ctypes.c_void_p, ctypes.c_int64, use_errno=True)),
+    ("pread", ctypes.CFUNCTYPE(ctypes.c_int64, _DEV, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, use_errno=True)),
+    ("pwrite", ctypes.CFUNCTYPE(ctypes.c_int64, _DEV, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, use_errno=True)),
+    ("sync", ctypes.CFUNCTYPE(ctypes.c_int, _DEV, use_errno=True)),
+    ("stat", ctypes.CFUNCTYPE(ctypes.c_int, _DEV, ctypes.c_void_p, use_errno=True)),
+    ("ioctl", ctypes.CFUNCTYPE(ctypes.c_int, _DEV, ctypes.c_ulong, ctypes.c_void_p, use_errno=True)),
+)
+
+
+class _NtfsDeviceOperations(ctypes.Structure):
+    _fields_ = list(_OPS_FIELDS)
+
+
+assert _NtfsDevice.d_private.offset == 0x18 and ctypes.sizeof(_NtfsDevice) == 0x28
+assert ctypes.sizeof(_NtfsDeviceOperations) == 10 * ctypes.sizeof(ctypes.c_void_p)
+
+ND_OPEN, ND_READONLY, ND_DIRTY = 0, 1, 2  # enum ntfs_device_state_bits
+O_ACCMODE = 0o3
+# struct stat (x86_64 and the generic layout of aarch64): offsets of st_mode, st_size, st_blksize
+_STAT_LAYOUT = {"x86_64": (144, 24, "I", 48, 56, "q"), "aarch64": (128, 16, "I", 48, 56, "i")}
+
+
+class VolumeOverlay:
+    """Copy-on-write view of a volume: reads come from ``read(offset, length)`` (which must return
+    exactly ``length`` bytes or raise), writes stay in a dict of BLOCK-byte blocks in memory.
+
+    ``changes()`` lists what differs from the original, as (offset, old, new) runs. The first
+    error met inside a libntfs-3g callback (a truncated image, say) is kept in ``error`` and
+    re-raised by ``check()`` and ``changes()``: an overlay that saw a failed read yields nothing.
+    """
+
+    BLOCK = 4096
+
+    def __init__(self, read, size: int, *, name: str = "overlay") -> None:
+        if size <= 0:
+            raise NtfsUnsupported("an overlay needs a volume size", found=size)
+        self._read = read
+        self.size = size
+        self.name = name
+        self.blocks: dict[int, bytearray] = {}
+        self.error: BaseException | None = None
+        self.reads = self.writes = 0
+
+    def _original(self, offset: int, length: int) -> bytes:
+        data = self._read(offset, length)
+        if len(data) != length:
+            raise NtfsError("short read from the volume", path=self.name, offset=offset,
+                            expected=length, found=len(data))
+        return data
+
+    def _block_len(self, index: int) -> int:
+        return min(self.BLOCK, self.size - index * self.BLOCK)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` (fewer at the end of the volume), as written."""
+        end = min(offset + length, self.size)
+        if offset < 0 or length < 0:
+            raise NtfsError("negative offset or length", path=self.name, offset=offset, found=length)
+        if offset >= end:
+            return b""
+        self.reads += 1
+        B = self.BLOCK
+        first, last = offset // B, (end - 1) // B
+        blocks = self.blocks
+        if not blocks or not any(i in blocks for i in range(first, last + 1)):
+            return self._original(offset, end - offset)
+        out = bytearray()
+        i = first
+        while i <= last:  # every step advances i
+            lo = max(offset, i * B)
+            if i in blocks:
+                out += blocks[i][lo - i * B:min(end, (i + 1) * B) - i * B]
+                i += 1
+                continue
+            j = i
+            while j + 1 <= last and (j + 1) not in blocks:
+                j += 1
+            out += self._original(lo, min(end, (j + 1) * B) - lo)
+            i = j + 1
+        return bytes(out)
+
+    def pwrite(self, offset: int, data: bytes) -> int:
+        if offset < 0 or offset + len(data) > self.size:
+            raise NtfsError("write outside the volume", path=self.name, offset=offset,
+                            expected=f"end <= {self.size}", found=offset + len(data))
+        self.writes += 1
+        B = self.BLOCK
+        pos = 0
+        while pos < len(data):  # every step advances pos by at least one byte
+            at = offset + pos
+            i = at // B
+            block = self.blocks.get(i)
+            if block is None:
+                block = self.blocks[i] = bytearray(self._original(i * B, self._block_len(i)))
+            start = at - i * B
+            n = min(len(data) - pos, len(block) - start)
+            block[start:start + n] = data[pos:pos + n]
+            pos += n
+        return len(data)
+
+    def check(self) -> None:
+        """Raise the first error a libntfs-3g callback met, if any."""
+        if self.error is not None:
+            raise self.error
+
+    def changes(self) -> list[tuple[int, bytes, bytes]]:
+        """(volume offset, old bytes, new bytes) for every run of changed bytes, in order."""
+        self.check()
+        B = self.BLOCK
+        runs: list[tuple[int, bytearray, bytearray]] = []
+        for i in sorted(self.blocks):
+            new = self.blocks[i]
+            old = self._original(i * B, len(new))
+            if old == new:
+                continue
+            if runs and runs[-1][0] + len(runs[-1][1]) == i * B:
+                runs[-1][1].extend(old)
+                runs[-1][2].extend(new)
+            else:
+                runs.append((i * B, bytearray(old), bytearray(new)))
+        out = []
+        for start, old, new in runs:
+            lo, hi = 0, len(old)
+            while old[lo] == new[lo]:  # the run differs somewhere, so both loops stop
+                lo += 1
+            while old[hi - 1] == new[hi - 1]:
+                hi -= 1
+            out.append((start + lo, bytes(old[lo:hi]), bytes(new[lo:hi])))
+        return out
+
+
+def _device_operations(overlay: VolumeOverlay) -> tuple[_NtfsDeviceOperations, list]:
+    """The ntfs_device_operations of an overlay, and the ctypes callbacks to keep alive."""
+    position = [0]
+
+    def guarded(fail):
+        def wrap(fn):
+            def call(*args):
+                try:
+                    return fn(*args)
+                except BaseException as exc:  # kept, re-raised by check(); C gets EIO
+                    if overlay.error is None:
+                        overlay.error = exc
+                    ctypes.set_errno(errno.EIO)
+                    return fail
+            return call
+        return wrap
+
+    def set_bit(dev, bit: int, on: bool) -> None:
+        if on:
+            dev.contents.d_state |= 1 << bit
+        else:
+            dev.contents.d_state &= ~(1 << bit)
+
+    def dev_open(dev, flags):
+        if dev.contents.d_state & (1 << ND_OPEN):
+            ctypes.set_errno(errno.EBUSY)
+            return -1
+        set_bit(dev, ND_READONLY, (flags & O_ACCMODE) == os.O_RDONLY)
+        set_bit(dev, ND_OPEN, True)
+        return 0
+
+    def dev_close(dev):
+        set_bit(dev, ND_OPEN, False)
+        return 0
+
+    def dev_seek(dev, offset, whence):
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: position[0], os.SEEK_END: overlay.size}.get(whence)
+        if base is None or base + offset < 0:
+            ctypes.set_errno(errno.EINVAL)
+            return -1
+        position[0] = base + offset
+        return position[0]
+
+    def dev_pread(dev, buf, count, offset):
+        data = overlay.pread(offset, count)
+        ctypes.memmove(buf, data, len(data))
+        return len(data)
+
+    def dev_pwrite(dev, buf, count, offset):
+        if dev.contents.d_state & (1 << ND_READONLY):
+            ctypes.set_errno(errno.EROFS)
+            return -1
+        set_bit(dev, ND_DIRTY, True)
+        return overlay.pwrite(offset, ctypes.string_at(buf, count))
+
+    def dev_read(dev, buf, count):
+        n = dev_pread(dev, buf, count, position[0])
+        position[0] += n
+        return n
+
+    def dev_write(dev, buf, count):
+        n = dev_pwrite(dev, buf, count, position[0])
+        if n > 0:
+            position[0] += n
+        return n
+
+    def dev_sync(dev):
+        set_bit(dev, ND_DIRTY, False)
+        return 0
+
+    def dev_stat(dev, buf):
+        import platform as _platform
+
+        layout = _STAT_LAYOUT.get(_platform.machine())
+        if layout is None:
+            ctypes.set_errno(errno.ENOSYS)
+            return -1
+        total, mode_at, mode_fmt, size_at, blksize_at, blksize_fmt = layout
+        raw = bytearray(total)
+        struct.pack_into("<" + mode_fmt, raw, mode_at, S_IFREG | 0o600)
+        struct.pack_into("<q", raw, size_at, overlay.size)
+        struct.pack_into("<" + blksize_fmt, raw, blksize_at, overlay.BLOCK)
+        ctypes.memmove(buf, bytes(raw), total)
+        return 0
+
+    def dev_ioctl(dev, request, argp):
+        ctypes.set_errno(errno.ENOTTY)
+        return -1
+
+    impl = {"open": (dev_open, -1), "close": (dev_close, -1), "seek": (dev_seek, -1), "read": (dev_read, -1),
+            "write": (dev_write, -1), "pread": (dev_pread, -1), "pwrite": (dev_pwrite, -1),
+            "sync": (dev_sync, -1), "stat": (dev_stat, -1), "ioctl": (dev_ioctl, -1)}
+    callbacks = [ftype(guarded(impl[name][1])(impl[name][0])) for name, ftype in _OPS_FIELDS]
+    return _NtfsDeviceOperations(*callbacks), callbacks
+
+
+def _mount_overlay(lib: ctypes.CDLL, overlay: VolumeOverlay, flags: int) -> tuple[int, tuple]:
+    """Mount an overlay; return the ntfs_volume pointer and what must outlive it."""
+    ops, callbacks = _device_operations(overlay)
+    ctypes.set_errno(0)
+    dev = lib.ntfs_device_alloc(os.fsencode(overlay.name), 0, ctypes.addressof(ops), None)
+    if not dev:
+        raise _errno_error("cannot allocate an NTFS device", path=overlay.name)
+    ctypes.set_errno(0)
+    vol = lib.ntfs_device_mount(dev, flags)
+    if not vol:
+        error = _errno_error("cannot open NTFS volume", path=overlay.name, during_mount=True)
+        lib.ntfs_device_free(dev)  # the mount closed it; a failure here only leaks the struct
+        overlay.check()
+        raise error
+    return vol, (ops, callbacks, overlay)
+
+
+# --------------------------------------------------------------------------------------------
 # The volume
 
 
-def _umount(lib: ctypes.CDLL, vol: int) -> int:
+def _umount(lib: ctypes.CDLL, vol: int, *_keep_alive) -> int:
+    """Unmount (libntfs-3g closes and frees the device too); ``_keep_alive`` holds an overlay's
+    callbacks until then."""
     return lib.ntfs_umount(vol, 0)
 
 
@@ -369,22 +647,22 @@ class NtfsVolume:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None = None,
         *,
+        overlay: VolumeOverlay | None = None,
         readonly: bool = False,
         ignore_hibernation: bool = False,
         recover: bool = False,
         case_sensitive: bool = False,
     ) -> None:
-        self.path = os.fspath(path)
+        if (path is None) == (overlay is None):
+            raise NtfsUnsupported("give either a volume file or an overlay")
+        self.path = overlay.name if overlay is not None else os.fspath(path)
         self.readonly = readonly
         self.case_sensitive = case_sensitive
+        self.overlay = overlay
         self._folded: dict[int, dict[str, int]] = {}  # dir MFT record -> {fold(name): record}
         self._lib = _load()
-        if not os.path.exists(self.path):
-            raise NtfsNotFound("volume file does not exist", path=self.path)
-        if not os.path.isfile(self.path):
-            raise NtfsUnsupported("only a volume held in a regular file is supported here", path=self.path)
         flags = 0
         if readonly:
             flags |= NTFS_MNT_RDONLY
@@ -392,12 +670,20 @@ class NtfsVolume:
             flags |= NTFS_MNT_IGNORE_HIBERFILE
         if recover:
             flags |= NTFS_MNT_RECOVER
-        ctypes.set_errno(0)
-        vol = self._lib.ntfs_mount(os.fsencode(self.path), flags)
-        if not vol:
-            raise _errno_error("cannot open NTFS volume", path=self.path, during_mount=True)
+        keep: tuple = ()
+        if overlay is not None:
+            vol, keep = _mount_overlay(self._lib, overlay, flags)
+        else:
+            if not os.path.exists(self.path):
+                raise NtfsNotFound("volume file does not exist", path=self.path)
+            if not os.path.isfile(self.path):
+                raise NtfsUnsupported("only a volume held in a regular file is supported here", path=self.path)
+            ctypes.set_errno(0)
+            vol = self._lib.ntfs_mount(os.fsencode(self.path), flags)
+            if not vol:
+                raise _errno_error("cannot open NTFS volume", path=self.path, during_mount=True)
         self._vol = vol
-        self._finalizer = weakref.finalize(self, _umount, self._lib, vol)
+        self._finalizer = weakref.finalize(self, _umount, self._lib, vol, *keep)
 
     # context manager ---------------------------------------------------------------------
     def __enter__(self) -> NtfsVolume:
@@ -413,7 +699,10 @@ class NtfsVolume:
         if not self._finalizer.alive:
             return
         ctypes.set_errno(0)
-        if self._finalizer() != 0:
+        rc = self._finalizer()
+        if self.overlay is not None:
+            self.overlay.check()  # a failed read during the session, reported as itself
+        if rc != 0:
             raise _errno_error("unmounting the NTFS volume failed", path=self.path)
 
     @property
