@@ -2,8 +2,8 @@
 
 1. builds DIR/demo.vhdx from synthetic parts only (images/synth: nothing from ../shared, so it
    ships with the tool), reusing it when the spec has not changed (DIR/demo.vhdx.key);
-2. runs the main job on it: ``offline-fix diagnose`` once that command exists, ``offline-fix
-   drivers list`` until then;
+2. runs the main job on it: ``offline-fix diagnose`` (ranked suspects, the culprit first; the
+   HTML report goes to DIR/demo-report.html), then ``offline-fix drivers list``;
 3. copies it to DIR/demo-repair.vhdx, disables the culprit there (``drivers disable``), shows the
    change (``journal``) and its undo (``undo --all``), and checks that the copy's sha256 is what
    it was before. Backups and the journal go to DIR/state.
@@ -15,9 +15,11 @@ class UpperFilters and a disk's own UpperFilters, with a StartOverride), a minif
 all zeros ("acmemon"), an unsigned UMDF driver in drivers\\UMDF, a driver under Program Files
 (``\\??\\C:\\`` ImagePath), and a minimal PE file for every other driver.
 
-Hooks for the signing and evidence parts (empty until the lead fills them): ``package_catalogs``
-(catalogs in Windows\\servicing\\Packages, missing from CatRoot), ``catroot_catalogs``,
-``crash_evidence`` (Windows\\Minidump), ``memory_dump`` and ``event_logs``.
+Hooks for the signing and evidence parts: ``package_catalogs`` (catalogs in
+Windows\\servicing\\Packages, missing from CatRoot), ``catroot_catalogs``, ``crash_evidence``
+(Windows\\Minidump: a small dump of the crash in acmedisk.sys, written from the documented
+ntiodump.h layout), ``memory_dump`` and ``event_logs`` (empty: an EVTX writer is not part of the
+tool).
 """
 
 from __future__ import annotations
@@ -50,10 +52,56 @@ def catroot_catalogs() -> dict[str, bytes]:
     return {}
 
 
+CRASH_TIME = "2024-07-19T04:09:30Z"  # the boot after the last hive write (images/synth/system.py)
+CULPRIT_BASE = 0xFFFFF80C2A6E0000
+# (name, base, size) of the drivers in the small dump's module list, in load order
+DUMP_MODULES = (("ntoskrnl.exe", 0xFFFFF80C28A00000, 0x8A6000), ("hal.dll", 0xFFFFF80C28986000, 0x7A000),
+                ("CLFS.SYS", 0xFFFFF80C29E10000, 0x62000), ("partmgr.sys", 0xFFFFF80C2A600000, 0x1D000),
+                ("disk.sys", 0xFFFFF80C2A680000, 0x1A000), ("acmedisk.sys", CULPRIT_BASE, 0x6000),
+                ("storvsc.sys", 0xFFFFF80C2A700000, 0x18000))
+
+
+def small_dump(code: int, params: tuple[int, int, int, int], when: str, modules=DUMP_MODULES,
+               build: int = 14393) -> bytes:
+    """A 64-bit small (triage) kernel dump as Windows writes to Windows\\Minidump, from the layout in
+    ntiodump.h: DUMP_HEADER64 (0x2000 bytes, unused fields filled with "PAGE"), TRIAGE_DUMP64 at
+    0x2000, the DUMP_DRIVER_ENTRY64 list (0x90 bytes each), the DUMP_STRING pool (ULONG length in
+    characters, UTF-16LE, NUL) and the "TRGD" marker in the last ULONG."""
+    import struct
+    from datetime import datetime
+
+    filetime = int((datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp() + 11644473600) * 10**7)
+    header = bytearray(b"PAGE" * (0x2000 // 4))
+    header[0x00:0x08] = b"PAGEDU64"
+    struct.pack_into("<II", header, 0x08, 0xF, build)  # MajorVersion (free build), MinorVersion
+    struct.pack_into("<III", header, 0x30, 0x8664, 2, code)  # MachineImageType, NumberProcessors, BugCheckCode
+    struct.pack_into("<4Q", header, 0x40, *params)  # BugCheckParameter1..4
+    struct.pack_into("<I", header, 0xF98, 4)  # DumpType: triage (small) dump
+    struct.pack_into("<q", header, 0xFA8, filetime)  # SystemTime
+    struct.pack_into("<q", header, 0x1030, 41 * 10**7)  # SystemUpTime: 41 s into the boot
+    list_at = 0x2000 + 0x80
+    pool_at = list_at + 0x90 * len(modules)
+    entries, pool = bytearray(), bytearray()
+    for name, base, size in modules:
+        entry = bytearray(0x90)
+        struct.pack_into("<I", entry, 0x00, pool_at + len(pool))  # DriverNameOffset
+        struct.pack_into("<QQI", entry, 0x38, base, base + 0x1000, size)  # DllBase, EntryPoint, SizeOfImage
+        entries += entry
+        pool += struct.pack("<I", len(name)) + name.encode("utf-16-le") + b"\0\0"
+    total = pool_at + len(pool) + 4
+    triage = bytearray(0x80)
+    struct.pack_into("<III", triage, 0x00, 0, total, total - 4)  # ServicePackBuild, SizeOfDump, ValidOffset
+    struct.pack_into("<IIII", triage, 0x30, list_at, len(modules), pool_at, len(pool))  # driver list, string pool
+    struct.pack_into("<q", header, 0xFA0, total)  # RequiredDumpSpace
+    return bytes(header + triage + entries + pool + b"TRGD")
+
+
 def crash_evidence() -> dict[str, bytes]:
-    """Windows\\Minidump files (name -> bytes) naming the culprit (bug check 0x5A in
-    nt!IopLoadDriver while loading acmedisk.sys). To be filled from the evidence library."""
-    return {}
+    """Windows\\Minidump files (name -> bytes) naming the culprit: the crash 41 s into the boot,
+    an access violation (0xC0000005) inside acmedisk.sys, reported as bug check 0x1000007E
+    SYSTEM_THREAD_EXCEPTION_NOT_HANDLED_M (parameter 2: the faulting address)."""
+    params = (0xC0000005, CULPRIT_BASE + 0x1A2C, 0xFFFFE48F1C2A7118, 0xFFFFE48F1C2A6950)
+    return {"071924-4093-01.dmp": small_dump(0x1000007E, params, CRASH_TIME)}
 
 
 def memory_dump() -> bytes | None:
@@ -141,19 +189,15 @@ def _offline_fix(*args: str) -> int:
     return code
 
 
-def _has_command(name: str) -> bool:
-    from offline_fix.cli import app
-
-    return any((c.name or getattr(c.callback, "__name__", "")) == name for c in app.registered_commands)
-
-
 def run_demo(out: Path) -> int:
     from images.synth.services_2016 import CULPRIT
 
     image = build_demo(out)
-    main_job = ["diagnose", str(image)] if _has_command("diagnose") else ["drivers", "list", str(image)]
-    if _offline_fix(*main_job) not in (0, 1):
-        return 10
+    report = out / "demo-report.html"
+    for job in (["diagnose", str(image), "--report", str(report), "--backup-dir", str(out / "state")],
+                ["drivers", "list", str(image)]):
+        if _offline_fix(*job) not in (0, 1):
+            return 10
     repair = out / REPAIR_NAME
     state = out / "state"
     shutil.rmtree(state, ignore_errors=True)

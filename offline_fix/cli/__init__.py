@@ -68,6 +68,7 @@ from offline_fix.cli import hive as _hive; _hive.register(app)  # noqa: E402,E70
 from offline_fix.cli import bcd as _bcd; _bcd.register(app)  # noqa: E402,E702
 from offline_fix.cli import drivers as _drivers; _drivers.register(app)  # noqa: E402,E702
 from offline_fix.cli import catroot as _catroot; _catroot.register(app)  # noqa: E402,E702
+from offline_fix.cli import diagnose as _diagnose, crashdump as _crashdump; _diagnose.register(app); _crashdump.register(app)  # noqa: E402,E702
 
 
 # reg.exe writes switches as /v NAME /t TYPE /d DATA /s /f /ve. Click would take any argument

@@ -1,0 +1,1 @@
+"""faces layer: report rendering (HTML). See ../shared/docs/DESIGN.md."""
