@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # signing_fixtures (test-only generator)
 
-from signing_fixtures import PINNED, CatFile, build_catalog, build_pe, make_ca, sign_pe  # noqa: E402
+from images.synth.signing import PINNED, CatFile, build_catalog, build_pe, make_ca, sign_pe  # noqa: E402
 
 from offline_fix.signing.index import build_index, catalog_sources  # noqa: E402
 from offline_fix.signing.pe import authenticode_digests  # noqa: E402

@@ -24,7 +24,9 @@ tool).
 
 from __future__ import annotations
 
+
 import argparse
+import functools
 import hashlib
 import os
 import shutil
@@ -41,15 +43,56 @@ TIMESTAMP = "2024-07-19T04:09:00Z"
 
 
 # -- hooks: files the signing and evidence libraries will provide --------------------------------
+PACKAGE_COUNT = 40  # package catalogs in servicing\Packages
+KEPT_IN_CATROOT = 4  # of them still in CatRoot: the other 36 are the field story's gap
+CATALOG_CA_SEED = 2016
+
+
+@functools.lru_cache(maxsize=1)
+def _catalogs() -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """(servicing\Packages, CatRoot) catalogs. Every driver but the UMDF one and the zero-filled
+    one is listed by Authenticode hash in one of PACKAGE_COUNT package catalogs, signed by a test CA
+    made here (deterministic keys, trusted by nothing); CatRoot keeps only KEPT_IN_CATROOT of them,
+    plus the third-party driver's own oem catalog."""
+    from offline_fix.signing.pe import authenticode_digests
+
+    from images.synth.services_2016 import THIRD_PARTY, UMDF, ZEROED
+    from images.synth.signing import CatFile, build_catalog, make_ca
+
+    ca = make_ca("offline-fix demo", seed=CATALOG_CA_SEED)
+    skip = {row.name.lower() for row in (UMDF, ZEROED)}
+    third = {row.name.lower() for row in THIRD_PARTY} - skip
+    members: dict[str, list] = {}
+    oem = []
+    for path, source in sorted(driver_files().items()):
+        name = path.rsplit("\\", 1)[-1]
+        stem = name.rsplit(".", 1)[0].lower()
+        if stem in skip or not isinstance(source.data, bytes):
+            continue
+        digests = authenticode_digests(source.data)
+        entry = CatFile(name, digests["sha1"], digests["sha256"])
+        if stem in third:
+            oem.append(entry)
+            continue
+        n = len(members) if len(members) < PACKAGE_COUNT else sum(map(len, members.values())) % PACKAGE_COUNT
+        key = f"Microsoft-Windows-Server-Drivers-Package{n:02d}~31bf3856ad364e35~amd64~~10.0.14393.0.cat"
+        members.setdefault(key, []).append(entry)
+    packages = {name: build_catalog(files, ca) for name, files in sorted(members.items())}
+    catroot = {name: packages[name] for name in sorted(packages)[:KEPT_IN_CATROOT]}
+    if oem:
+        catroot["oem12.cat"] = build_catalog(oem, ca)
+    return packages, catroot
+
+
 def package_catalogs() -> dict[str, bytes]:
-    """Catalog files (name -> bytes) present in Windows\\servicing\\Packages but missing from
-    CatRoot\\{F750E6C3-...}: the field story of DESIGN.md. To be filled from the signing library."""
-    return {}
+    """Catalog files (name -> bytes) in Windows\\servicing\\Packages (the field story of DESIGN.md:
+    most of them are missing from CatRoot\\{F750E6C3-...})."""
+    return {name: literal(data) for name, data in _catalogs()[0].items()}
 
 
 def catroot_catalogs() -> dict[str, bytes]:
     """The catalogs still in CatRoot\\{F750E6C3-...} (name -> bytes)."""
-    return {}
+    return {name: literal(data) for name, data in _catalogs()[1].items()}
 
 
 CRASH_TIME = "2024-07-19T04:09:30Z"  # the boot after the last hive write (images/synth/system.py)

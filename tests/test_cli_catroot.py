@@ -2,7 +2,7 @@
 
 Oracles: the files' bytes read back through The Sleuth Kit's command-line tools (fls/icat), the
 sha256 of the whole image before a restore and after its undo, MANIFEST.md (real catalogs), and
-the test-CA catalogs of tests/signing_fixtures.py.
+the test-CA catalogs of images/synth/signing.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from offline_fix.cli import main
-from signing_fixtures import CatFile, build_catalog
+from images.synth.signing import CatFile, build_catalog
 from test_cli_verify import Corpus, root_file, run_json, system_hive  # noqa: F401 (fixture)
 
 CATROOT = r"Windows\System32\CatRoot\{F750E6C3-38EE-11D1-85E5-00C04FC295EE}"

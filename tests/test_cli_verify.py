@@ -1,5 +1,5 @@
 """`offline-fix drivers verify`: the verdict matrix on built disks (raw, VHDX, folder), with test-CA
-drivers and catalogs (tests/signing_fixtures.py builds them independently of offline_fix.signing)
+drivers and catalogs (images/synth/signing.py builds them independently of offline_fix.signing)
 and real files from ../shared/realdata whose digests MANIFEST.md records.
 
 The disk builder here is shared with tests/test_cli_catroot.py.
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from offline_fix.cli import main
 from offline_fix.hive.structures import REG_DWORD, REG_EXPAND_SZ
 from offline_fix.hive.writer import HiveWriter, new_hive
-from signing_fixtures import CatFile, build_catalog, build_pe, make_ca, sign_pe, simple_authenticode
+from images.synth.signing import CatFile, build_catalog, build_pe, make_ca, sign_pe, simple_authenticode
 
 DRIVERS = {  # service -> (file, expected verdict before a restore)
     "embedded": ("embedded.sys", "signed-embedded"),

@@ -103,3 +103,24 @@ def test_demo_run_ends_with_the_original_bytes(demo_dir, capsys, monkeypatch, tm
     assert "ControlSet002\\Services\\acmedisk\\Start: 0 (boot) -> 4 (disabled)" in out
     assert "UpperFilters: partmgr, acmedisk -> partmgr" in out
     assert "FILE IS ALL ZEROS" in out and "identical to before the repair" in out
+
+
+def test_demo_catalog_gap_and_restore(demo_dir, capsys, tmp_path, monkeypatch):
+    """The field story's catalog gap: package catalogs in servicing\\Packages, most of them gone
+    from CatRoot; `catroot check` names the gap (exit 1) and `catroot restore` on a raw copy closes
+    it (the engine confirms each new catalog through The Sleuth Kit before it says verified)."""
+    import json
+
+    from offline_fix.cli import main
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert main(["catroot", "check", str(demo_dir / demo.DEMO_NAME), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["packages_count"] == demo.PACKAGE_COUNT
+    assert len(doc["missing"]) == demo.PACKAGE_COUNT - demo.KEPT_IN_CATROOT
+    copy = tmp_path / "copy.vhdx"
+    subprocess.run(["qemu-img", "convert", "-f", "vhdx", "-O", "raw", str(demo_dir / demo.DEMO_NAME), str(copy)], check=True)
+    assert main(["catroot", "restore", str(copy)]) == 0
+    capsys.readouterr()
+    assert main(["catroot", "check", str(copy), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["missing"] == []

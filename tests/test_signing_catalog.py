@@ -2,7 +2,7 @@
 
 Oracles: MANIFEST.md (ntexe.cat 18 members; oem89.cat 1 member = flat SHA1 of the .inf;
 catfiletest.cat unsigned, member 3d7042...), and an independent reading of the same bytes with
-asn1crypto structures declared here, plus catalogs built by signing_fixtures.
+asn1crypto structures declared here, plus catalogs built by images.synth.signing.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from offline_fix.signing import der
 from offline_fix.signing.catalog import CatalogError, parse_catalog, read_catalog
-from signing_fixtures import CatFile, build_catalog, make_ca
+from images.synth.signing import CatFile, build_catalog, make_ca
 
 # --- an independent CTL reader (asn1crypto) ------------------------------------------------------
 

@@ -18,7 +18,7 @@ from offline_fix.signing.index import (
     catalog_sources,
 )
 from offline_fix.signing.verify import Status, TrustStore
-from signing_fixtures import PINNED, CatFile, build_catalog, make_ca
+from images.synth.signing import PINNED, CatFile, build_catalog, make_ca
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 Oracles: the Authenticode SHA1/SHA256 quoted in ../shared/realdata/MANIFEST.md (computed by
 signify), the flat SHA1 listed in oem89.cat, the CheckSum stored by the linker/signing tools,
-and an independent simple hash of the synthetic PE files (signing_fixtures.simple_authenticode).
+and an independent simple hash of the synthetic PE files (images.synth.signing.simple_authenticode).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from offline_fix.signing.pe import (
     is_zero_filled,
     pe_checksum,
 )
-from signing_fixtures import build_pe, simple_authenticode
+from images.synth.signing import build_pe, simple_authenticode
 
 # MANIFEST.md section 3: Authenticode SHA1, SHA256 (signify 0.9.3).
 REAL = {

@@ -21,7 +21,7 @@ from offline_fix.signing.verdict import (
     driver_verdict,
 )
 from offline_fix.signing.verify import TrustStore
-from signing_fixtures import PINNED, CatFile, build_catalog, build_pe, make_ca, sign_pe
+from images.synth.signing import PINNED, CatFile, build_catalog, build_pe, make_ca, sign_pe
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from offline_fix.signing.pe import PeFile, authenticode_digests
 from offline_fix.signing.pkcs7 import SignatureError, parse_signed_data
 from offline_fix.signing.verify import Status, TrustStore, verify_signature_blob, verify_signed_data
-from signing_fixtures import PINNED, CatFile, build_catalog, build_pe, make_ca, sign_pe
+from images.synth.signing import PINNED, CatFile, build_catalog, build_pe, make_ca, sign_pe
 
 
 def utc(*args):

@@ -1,7 +1,7 @@
 """offline_fix/windows/catroot.py: inventory, content checks, verdict line, baseline, restore plan.
 
 Folder trees built here (FolderFS) stand for mounted volumes; the catalogs are test-CA catalogs
-(tests/signing_fixtures.py) and real ones from ../shared/realdata (member counts: MANIFEST.md).
+(images/synth/signing.py) and real ones from ../shared/realdata (member counts: MANIFEST.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from offline_fix.errors import NotFound
 from offline_fix.target.fs import FolderFS
 from offline_fix.windows import catroot as C
-from signing_fixtures import CatFile, build_catalog, make_ca
+from images.synth.signing import CatFile, build_catalog, make_ca
 
 CATROOT = r"Windows\System32\CatRoot\{F750E6C3-38EE-11D1-85E5-00C04FC295EE}"
 CATROOT_127D = r"Windows\System32\CatRoot\{127D0A1D-4EF2-11D1-8608-00C04FC295EE}"

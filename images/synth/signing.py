@@ -1,8 +1,8 @@
-"""Test material for the signing layer: a test signing CA, catalogs, minimal PE files.
+"""Synthetic signing material: a test signing CA, catalogs, minimal PE files, for the tests and
+for the demo disk (no real keys or Microsoft files: everything is made here, at build time).
 
-Not shipped code. Everything is built from first principles, independently of
-offline_fix.signing: DER is encoded by the small helpers below, certificates and signatures are
-made with ``cryptography``, and the Authenticode hash of the synthetic PE files is computed by
+Everything is built from first principles, independently of offline_fix.signing: DER is
+encoded by the small helpers below, certificates and signatures are made with ``cryptography``, and the Authenticode hash of the synthetic PE files is computed by
 ``simple_authenticode`` (valid for these contiguous-section files only), so that the parsers
 under test are not checked against themselves.
 """
@@ -110,19 +110,72 @@ def _name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+_SMALL_PRIMES = [p for p in range(3, 4000, 2) if all(p % q for q in range(3, int(p ** 0.5) + 1, 2))]
+
+
+def _probable_prime(n: int, rng: random.Random) -> bool:
+    if n < 2 or n % 2 == 0:
+        return n == 2
+    for p in _SMALL_PRIMES:  # trial division first: it rejects most candidates cheaply
+        if n % p == 0:
+            return n == p
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for _ in range(40):  # Miller-Rabin
+        x = pow(rng.randrange(2, n - 1), d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def seeded_rsa_key(seed: int, key_size: int = 2048) -> rsa.RSAPrivateKey:
+    """An RSA key made deterministically from ``seed`` (so that the demo disk is the same bytes
+    on every build). For synthetic test material only: never for anything trusted."""
+    rng = random.Random(seed)
+    e = 65537
+
+    def prime() -> int:
+        while True:
+            candidate = rng.getrandbits(key_size // 2) | (3 << (key_size // 2 - 2)) | 1
+            if candidate % e != 1 and _probable_prime(candidate, rng):
+                return candidate
+
+    p, q = prime(), prime()
+    while q == p:
+        q = prime()
+    d = pow(e, -1, (p - 1) * (q - 1))
+    numbers = rsa.RSAPrivateNumbers(p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p),
+                                    rsa.RSAPublicNumbers(e, p * q))
+    return numbers.private_key()
+
+
 def make_ca(label: str = "Test", key_size: int = 2048, not_before: datetime = NOT_BEFORE,
-            not_after: datetime = NOT_AFTER) -> TestCA:
-    """A root CA and a code-signing leaf it issued (RSA, sha256WithRSAEncryption)."""
-    root_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+            not_after: datetime = NOT_AFTER, seed: int | None = None) -> TestCA:
+    """A root CA and a code-signing leaf it issued (RSA, sha256WithRSAEncryption). With ``seed``
+    the keys and serial numbers are deterministic (the demo disk); without, random (the tests)."""
+    if seed is None:
+        new_key = lambda n: rsa.generate_private_key(public_exponent=65537, key_size=key_size)  # noqa: E731
+        serial = lambda n: x509.random_serial_number()  # noqa: E731
+    else:
+        new_key = lambda n: seeded_rsa_key(seed * 2 + n, key_size)  # noqa: E731
+        serial = lambda n: seed * 2 + n + 1  # noqa: E731
+    root_key = new_key(0)
     root_name = _name(f"{label} Root CA")
     root = (x509.CertificateBuilder().subject_name(root_name).issuer_name(root_name)
-            .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
+            .public_key(root_key.public_key()).serial_number(serial(0))
             .not_valid_before(not_before).not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(root_key, hashes.SHA256()))
-    signer_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    signer_key = new_key(1)
     signer = (x509.CertificateBuilder().subject_name(_name(f"{label} Code Signer")).issuer_name(root_name)
-              .public_key(signer_key.public_key()).serial_number(x509.random_serial_number())
+              .public_key(signer_key.public_key()).serial_number(serial(1))
               .not_valid_before(not_before).not_valid_after(not_after)
               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
               .sign(root_key, hashes.SHA256()))
