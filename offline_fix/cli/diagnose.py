@@ -126,7 +126,7 @@ class _LazyTrust:
 class _Files:
     """Reads driver files, listing each folder once: on NTFS straight from the folder's index
     entries to each file's MFT record (a path walk from the root per file costs more than the
-    verdict); elsewhere, and for anything unusual, through the FileSystem (cli/verify.py _source)."""
+    verdict); elsewhere, and for anything unusual, through the FileSystem (cli/verify.py driver_source)."""
 
     def __init__(self, fs) -> None:
         self.fs = fs
@@ -148,7 +148,7 @@ class _Files:
         return self.folders[key]
 
     def source(self, path: str):
-        from offline_fix.cli.verify import MAX_WHOLE_READ, _source
+        from offline_fix.cli.verify import MAX_WHOLE_READ, driver_source
 
         folder, _, name = path.rpartition("\\")
         entry = self._entries(folder).get(name.casefold())
@@ -163,7 +163,7 @@ class _Files:
                             return data
             except Exception:  # dissect.ntfs errors on a damaged record: the FileSystem path says what is wrong
                 pass
-        return _source(self.fs, path)
+        return driver_source(self.fs, path)
 
 
 def _verify(fs, windows_dir: str, table, state_dir: str, inventory) -> dict:
@@ -199,7 +199,7 @@ def gather(target: str, install: int | None, backup_dir: str | None, *, verify: 
            window_days: int = 7):
     """(Evidence, context dict) for TARGET; the target is closed before returning."""
     from offline_fix.changes.state import state_dir_for
-    from offline_fix.cli.drivers import _context
+    from offline_fix.cli.drivers import install_context
     from offline_fix.evidence.rank import Evidence, crashes_of, first_crash
     from offline_fix.evidence.registry import all_services, read_crash_control, read_registry
     from offline_fix.evidence.timeline import INFO, WARNING, Finding
@@ -211,7 +211,7 @@ def gather(target: str, install: int | None, backup_dir: str | None, *, verify: 
     with tgt:
         fs = inst.fs
         hive = inst.system_hive()
-        ctx = _context(tgt, inst)
+        ctx = install_context(tgt, inst)
         windows_dir = windows_dir_of(inst.system_hive_path)
         table = list_services(hive, fs, windows_dir=windows_dir, drive=ctx["drive"], bitlocker=ctx["bitlocker"])
         findings = [Finding(INFO, "services", w) for w in table.warnings[:20]]

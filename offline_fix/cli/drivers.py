@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(drivers_app, name="drivers")
 
 
-def _context(tgt, inst) -> dict:
+def install_context(tgt, inst) -> dict:
     """What the service rules need to know about the disk: Windows folder, drive letter, BitLocker."""
     from offline_fix.windows.services import system_drive, windows_dir_of
 
@@ -55,7 +55,7 @@ def list_cmd(
     tgt, inst = open_install(target, install)
     with tgt:
         hive = inst.system_hive()
-        ctx = _context(tgt, inst)
+        ctx = install_context(tgt, inst)
         table = list_services(hive, inst.fs, windows_dir=ctx["windows_dir"], drive=ctx["drive"],
                               include_win32=all_services, bitlocker=ctx["bitlocker"])
         warnings = list(table.warnings)
@@ -125,7 +125,7 @@ def _write(target: str, install: int | None, backup_dir: str | None, dry_run: bo
 
     tgt, inst = open_install(target, install)
     with tgt:
-        ctx = _context(tgt, inst)
+        ctx = install_context(tgt, inst)
         plan = HiveEditPlan(inst.system_hive_path, "SYSTEM")
         ops = []
 

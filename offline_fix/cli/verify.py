@@ -85,7 +85,7 @@ def effective_start(svc) -> int | None:
 
 
 def _driver_items(tgt, inst, windows_dir: str, names: list[str], all_files: bool) -> tuple[list[Item], list[str]]:
-    from offline_fix.cli.drivers import _context
+    from offline_fix.cli.drivers import install_context
     from offline_fix.windows.services import SERVICE_DISABLED, list_services
 
     fs = inst.fs
@@ -98,7 +98,7 @@ def _driver_items(tgt, inst, windows_dir: str, names: list[str], all_files: bool
         pass
     if all_files and not names:
         return [Item(p.rsplit("\\", 1)[1], p) for _, p in sorted(files.items())], []
-    ctx = _context(tgt, inst)
+    ctx = install_context(tgt, inst)
     table = list_services(inst.system_hive(), fs, windows_dir=windows_dir, drive=ctx["drive"], bitlocker=ctx["bitlocker"])
     warnings = list(table.warnings)
 
@@ -128,7 +128,7 @@ def _driver_items(tgt, inst, windows_dir: str, names: list[str], all_files: bool
     return items, warnings
 
 
-def _source(fs, path: str):
+def driver_source(fs, path: str):
     """Bytes for most drivers, the open stream for very large files; None when the file is missing.
     One path lookup per file."""
     try:
@@ -178,7 +178,7 @@ def verify_cmd(
             source = None
             if item.path is not None:
                 try:
-                    source = _source(fs, item.path)
+                    source = driver_source(fs, item.path)
                 except OfflineFixError as exc:
                     source = exc
             if isinstance(source, OfflineFixError):
