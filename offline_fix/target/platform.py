@@ -208,11 +208,46 @@ def system_disk_reason(path: str, mounts: list[dict] | None = None) -> str | Non
     return None
 
 
+_WIN_DRIVE_NUMBER = re.compile(r"^\\\\[.?]\\PhysicalDrive(\d+)$", re.IGNORECASE)
+
+
+def windows_in_use_reasons(path: str, disk: dict | None, image: dict | None) -> list[str]:
+    r"""Why a Windows helper must not write ``path``, from what PowerShell reports:
+    ``disk`` is `Get-Disk -Number N | ConvertTo-Json` for a \\.\PhysicalDriveN, ``image`` is
+    `Get-DiskImage -ImagePath PATH | ConvertTo-Json` for an image file (None when not asked)."""
+    reasons = []
+    if disk is not None:
+        number = disk.get("Number", "?")
+        if disk.get("IsSystem") or disk.get("IsBoot"):
+            reasons.append(f"disk {number} holds this helper's own running system (IsSystem/IsBoot)")
+        if not disk.get("IsOffline", False):
+            reasons.append(f"disk {number} is online on this helper: take it offline first "
+                           f"(Set-Disk -Number {number} -IsOffline $true)")
+    if image is not None and image.get("Attached"):
+        reasons.append(f"{path} is attached on this helper (Mount-VHD / Mount-DiskImage): dismount it first")
+    return reasons
+
+
+def _powershell_json(command: str) -> dict | None:  # pragma: no cover - needs a Windows host
+    import json
+    import subprocess
+
+    proc = subprocess.run(["powershell.exe", "-NoProfile", "-NonInteractive", "-Command",
+                           command + " | ConvertTo-Json -Compress"], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return None
+    doc = json.loads(proc.stdout)
+    return doc[0] if isinstance(doc, list) and doc else doc if isinstance(doc, dict) else None
+
+
 def _windows_in_use_reasons(path: str) -> list[str]:  # pragma: no cover - needs a Windows host
-    # A physical drive whose volumes are online is in use; Windows refuses raw writes to mounted
-    # volumes anyway. Image files: Windows locks a VHD/VHDX attached with Mount-VHD, so opening
-    # it for writing fails; report that instead of guessing here.
-    return []
+    match = _WIN_DRIVE_NUMBER.match(path)
+    disk = _powershell_json(f"Get-Disk -Number {match.group(1)}") if match else None
+    image = None
+    if not match and path.lower().endswith((".vhd", ".vhdx", ".iso")):
+        quoted = path.replace("'", "''")
+        image = _powershell_json(f"Get-DiskImage -ImagePath '{quoted}'")
+    return windows_in_use_reasons(path, disk, image)
 
 
 # -- exclusive locks ------------------------------------------------------------------------------
