@@ -50,7 +50,7 @@ CATALOG_CA_SEED = 2016
 
 @functools.lru_cache(maxsize=1)
 def _catalogs() -> tuple[dict[str, bytes], dict[str, bytes]]:
-    """(servicing\Packages, CatRoot) catalogs. Every driver but the UMDF one and the zero-filled
+    r"""(servicing\Packages, CatRoot) catalogs. Every driver but the UMDF one and the zero-filled
     one is listed by Authenticode hash in one of PACKAGE_COUNT package catalogs, signed by a test CA
     made here (deterministic keys, trusted by nothing); CatRoot keeps only KEPT_IN_CATROOT of them,
     plus the third-party driver's own oem catalog."""
@@ -85,13 +85,13 @@ def _catalogs() -> tuple[dict[str, bytes], dict[str, bytes]]:
 
 
 def package_catalogs() -> dict[str, bytes]:
-    """Catalog files (name -> bytes) in Windows\\servicing\\Packages (the field story of DESIGN.md:
-    most of them are missing from CatRoot\\{F750E6C3-...})."""
+    r"""Catalog files (name -> bytes) in Windows\servicing\Packages (the field story of DESIGN.md:
+    most of them are missing from CatRoot\{F750E6C3-...})."""
     return {name: literal(data) for name, data in _catalogs()[0].items()}
 
 
 def catroot_catalogs() -> dict[str, bytes]:
-    """The catalogs still in CatRoot\\{F750E6C3-...} (name -> bytes)."""
+    r"""The catalogs still in CatRoot\{F750E6C3-...} (name -> bytes)."""
     return {name: literal(data) for name, data in _catalogs()[1].items()}
 
 
