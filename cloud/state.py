@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from offline_fix.atomic import write_atomic as _write_atomic
 from offline_fix.errors import CorruptInput, NotFound, Refused
 
 FORMAT = "offline-fix-cloud-state"
@@ -206,35 +207,11 @@ def validate(doc: Any, where: str) -> None:
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to ``path`` with mode 0600: temp file in the same folder, fsync, rename,
-    fsync the folder. A crash leaves either the old file or the new one, never a mix."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    tmp = folder / f".{path.name}.tmp-{os.getpid()}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    """Write ``text`` (or bytes) to ``path`` with mode 0600, atomically (offline_fix.atomic)."""
     try:
-        fd = os.open(tmp, flags, 0o600)
-    except FileNotFoundError:
-        raise NotFound("folder of the state file does not exist", path=str(folder)) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8") if isinstance(text, str) else text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)  # umask or an existing temp file cannot widen it
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if sys.platform != "win32":
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _write_atomic(path, text, mode=0o600)
+    except NotFound:
+        raise NotFound("folder of the state file does not exist", path=str(Path(path).parent)) from None
 
 
 def write_artifact(state_path: Path | None, suffix: str, data: bytes) -> str | None:

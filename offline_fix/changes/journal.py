@@ -12,6 +12,7 @@ import secrets
 import time
 from datetime import datetime, timezone
 
+from offline_fix.atomic import fsync_dir
 from offline_fix.errors import CorruptInput
 
 PLANNED, APPLYING, APPLIED, VERIFIED = "planned", "applying", "applied", "verified"
@@ -29,19 +30,6 @@ def now_iso() -> str:
 
 def new_change_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
-def fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Journal:

@@ -18,9 +18,11 @@ import sys
 
 import typer
 
+from offline_fix.atomic import write_atomic
+
 from offline_fix.cli.common import BACKUP_DIR, DRY_RUN, INSTALL, JSON, TARGET, open_install
 from offline_fix.cli.output import emit_json, err, out, show_progress, warn
-from offline_fix.errors import NotFound, OfflineFixError, PermissionDenied, Refused
+from offline_fix.errors import OfflineFixError, Refused
 
 catroot_app = typer.Typer(help="Check, baseline and restore the catalogs (CatRoot) of an offline Windows install.",
                           no_args_is_help=True)
@@ -159,19 +161,7 @@ def baseline_cmd(
     with tgt:
         doc = C.make_baseline(inv, source=target)
     text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
-    folder = os.path.dirname(os.path.abspath(output))
-    tmp = os.path.join(folder, f".{os.path.basename(output)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, output)
-    except FileNotFoundError:
-        raise NotFound(f"the folder of {output} does not exist") from None
-    except PermissionError:
-        raise PermissionDenied(f"cannot write {output}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(output, text)
     counts = {role: len(doc["folders"][role]["files"]) for role in C.BASELINE_ROLES}
     bad = [f for role in C.BASELINE_ROLES for f in inv.folders[role].bad()]
     if json_out:
