@@ -53,22 +53,48 @@ def _root(
     """
 
 
-# Command groups register themselves here, one line each.
-from offline_fix.cli import inspect as _inspect  # noqa: E402
+# Command groups register themselves here, one line each: lazy(module, the top-level words it adds).
+# main() imports only the module of the command it runs (all of them for --help or an unknown word),
+# so that start-up does not pay for every command's imports; --help stays complete and in this order.
+_GROUPS: list[tuple[str, tuple[str, ...]]] = []
+_LOADED: set[str] = set()
+_RANK: dict[int, int] = {}  # id(registered command or group info) -> position of its module in _GROUPS
 
-_inspect.register(app)
-from offline_fix.cli import reg as _reg  # noqa: E402
 
-_reg.register(app)
-from offline_fix.cli import journal as _journal  # noqa: E402
+def lazy(module: str, *words: str) -> None:
+    _GROUPS.append((module, words))
 
-_journal.register(app)
-from offline_fix.cli import cloud as _cloud; _cloud.register(app)  # noqa: E402,E702
-from offline_fix.cli import hive as _hive; _hive.register(app)  # noqa: E402,E702
-from offline_fix.cli import bcd as _bcd; _bcd.register(app)  # noqa: E402,E702
-from offline_fix.cli import drivers as _drivers; _drivers.register(app)  # noqa: E402,E702
-from offline_fix.cli import catroot as _catroot; _catroot.register(app)  # noqa: E402,E702
-from offline_fix.cli import diagnose as _diagnose, crashdump as _crashdump; _diagnose.register(app); _crashdump.register(app)  # noqa: E402,E702
+
+lazy("inspect", "inspect")
+lazy("reg", "reg")
+lazy("journal", "journal", "undo")
+lazy("cloud", "cloud", "locate")
+lazy("hive", "hive")
+lazy("bcd", "bcd")
+lazy("drivers", "drivers")
+lazy("catroot", "catroot")
+lazy("diagnose", "diagnose")
+lazy("crashdump", "crashdump")
+
+
+def load_commands(args: list[str] | None = None) -> typer.Typer:
+    """Register the command groups that ``args`` needs (every group when ``args`` is None, names
+    no known command, or asks for the root help); returns ``app``."""
+    import importlib
+
+    word = next((a for a in args if not a.startswith("-")), None) if args is not None else None
+    wanted = [i for i, (_module, words) in enumerate(_GROUPS) if word in words]
+    for i in wanted or range(len(_GROUPS)):
+        module = _GROUPS[i][0]
+        if module in _LOADED:
+            continue
+        _LOADED.add(module)
+        importlib.import_module(f"offline_fix.cli.{module}").register(app)
+        for info in app.registered_commands + app.registered_groups:
+            _RANK.setdefault(id(info), i)
+    app.registered_commands.sort(key=lambda info: _RANK.get(id(info), -1))  # stable: the order of _GROUPS
+    app.registered_groups.sort(key=lambda info: _RANK.get(id(info), -1))
+    return app
 
 
 # reg.exe writes switches as /v NAME /t TYPE /d DATA /s /f /ve. Click would take any argument
@@ -101,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code (see README, "Exit codes")."""
     args = translate_reg_switches(list(sys.argv[1:] if argv is None else argv))
     try:
+        load_commands(args)
         result = app(args=args, prog_name="offline-fix", standalone_mode=False)
     except OfflineFixError as exc:
         print(error_line(exc), file=sys.stderr)

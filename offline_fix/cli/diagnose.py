@@ -123,49 +123,6 @@ class _LazyTrust:
         return getattr(self._store, name)
 
 
-class _Files:
-    """Reads driver files, listing each folder once: on NTFS straight from the folder's index
-    entries to each file's MFT record (a path walk from the root per file costs more than the
-    verdict); elsewhere, and for anything unusual, through the FileSystem (cli/verify.py driver_source)."""
-
-    def __init__(self, fs) -> None:
-        self.fs = fs
-        self.folders: dict[str, dict] = {}
-
-    def _entries(self, folder: str) -> dict:
-        key = folder.lower()
-        if key not in self.folders:
-            self.folders[key] = {}
-            ntfs = getattr(self.fs, "ntfs", None)
-            if ntfs is not None:
-                try:
-                    record = ntfs.mft.get(self.fs.resolve(folder))  # resolve refuses links on the way
-                    self.folders[key] = {name.casefold(): entry for name, entry in record.listdir().items()}
-                except OfflineFixError:
-                    pass
-                except Exception:  # dissect.ntfs raises assorted errors on damaged records: use the slow path
-                    pass
-        return self.folders[key]
-
-    def source(self, path: str):
-        from offline_fix.cli.verify import MAX_WHOLE_READ, driver_source
-
-        folder, _, name = path.rpartition("\\")
-        entry = self._entries(folder).get(name.casefold())
-        if entry is not None:
-            try:
-                if not entry.attribute.is_reparse_point() and not entry.attribute.is_dir():
-                    record = entry.dereference()
-                    size = record.size()
-                    if size <= MAX_WHOLE_READ:
-                        data = record.open().read(size)
-                        if len(data) == size:
-                            return data
-            except Exception:  # dissect.ntfs errors on a damaged record: the FileSystem path says what is wrong
-                pass
-        return driver_source(self.fs, path)
-
-
 def _verify(fs, windows_dir: str, table, state_dir: str, inventory) -> dict:
     """Signing verdicts of the drivers that load and have a readable, non-zero file."""
     from offline_fix.evidence.rank import loads
@@ -175,15 +132,16 @@ def _verify(fs, windows_dir: str, table, state_dir: str, inventory) -> dict:
 
     indexes = {role: C.catalog_index(fs, inventory.folders[role], state_dir=state_dir) for role in (C.CATROOT, C.PACKAGES)}
     inventory.contents_checked = True
+    from offline_fix.cli.verify import driver_source
+
     trust = _LazyTrust()
-    files = _Files(fs)
     verdicts = {}
     for svc in table.services:
         f = svc.file
         if f is None or not f.exists or f.path is None or f.all_zero or not f.size or not loads(svc):
             continue
         try:
-            source = files.source(f.path)
+            source = driver_source(fs, f.path)  # NTFS: straight from the file's MFT record (target/fs.py)
         except OfflineFixError:
             continue  # the file probe already said what is wrong with it
         try:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import BinaryIO
 
-from offline_fix.errors import NotFound, PermissionDenied, Refused
+from offline_fix.errors import NotFound, OfflineFixError, PermissionDenied, Refused
 from offline_fix.target.errors import FilesystemError
+from offline_fix.target.ntfs_raw import _data_size, _IndexName, _RawNtfs, _RawRecord, _RunStream
 
 MAX_PATH_DEPTH = 64
 
@@ -109,7 +110,13 @@ class FolderFS(FileSystem):
                 candidate = self._match_case(current, part, path)
             current = candidate
             if os.path.islink(current):
-                target = os.path.realpath(current)
+                try:
+                    target = os.path.realpath(current, strict=True)
+                except FileNotFoundError:
+                    target = os.path.realpath(current)  # a dangling link: NotFound below, if inside
+                except OSError as exc:  # a loop of links (ELOOP), or a link that cannot be read
+                    raise Refused(f"{path}: a link inside the target cannot be resolved ({current}: "
+                                  f"{exc.strerror or exc}); not followed") from None
                 if target != self.root and not target.startswith(self.root + os.sep):
                     raise Refused(f"{path}: a link inside the target points outside it ({current} -> {target}); not followed")
         return current
@@ -194,6 +201,9 @@ class NtfsFS(FileSystem):
             raise FilesystemError(f"NTFS volume {name} could not be opened: {exc}") from None
         self.name = name
         self._dirs: dict[tuple[str, ...], object] = {}
+        self._folders: dict[tuple[str, ...], tuple[list, dict] | None] = {}  # the fast path's folder indexes
+        self._raw: _RawNtfs | None = None
+        self._last_fast: tuple[str | None, tuple | None] = (None, None)
         try:
             self.label = self.ntfs.volume_name or ""
         except Exception:  # a damaged $Volume only costs the label
@@ -216,7 +226,7 @@ class NtfsFS(FileSystem):
             record = self.ntfs.mft.get("")
         walked = list(parts[:start])
         for i in range(start, len(parts)):
-            if record.is_reparse_point():
+            if self._readable(record, walked).is_reparse_point():
                 raise Refused(f"{'/'.join(walked) or '/'} is a junction or symbolic link inside the image; not followed")
             try:
                 record = record.get(parts[i])
@@ -227,7 +237,59 @@ class NtfsFS(FileSystem):
                 if len(self._dirs) >= self.MAX_CACHED_DIRS:
                     self._dirs.clear()
                 self._dirs[folded[:i + 1]] = record
+        return self._readable(record, walked)
+
+    @staticmethod
+    def _readable(record, walked: list[str]):
+        """RECORD, once its attributes parse: dissect raises assorted errors the first time the
+        attributes of a damaged MFT record are read (and caches them once they parse)."""
+        try:
+            record.attributes
+        except Exception as exc:
+            raise FilesystemError(f"{'/'.join(walked) or '/'}: MFT record unreadable: {exc}") from None
         return record
+
+    # The fast path (see "raw NTFS records" below): a folder's $I30 index is read once, and a file
+    # of it is read from its own MFT record; None means "not the plain case: use dissect.ntfs".
+    def _index(self, parts: list[str]) -> tuple[list, dict] | None:
+        """(names, {folded name: _IndexName}) of the folder ``parts``, cached; None when the fast
+        path does not apply. Raises what ``_record`` raises for the folder (links refused)."""
+        key = tuple(p.casefold() for p in parts)
+        if key in self._folders:
+            return self._folders[key]
+        record = self._record("\\".join(parts))
+        found = None
+        if record.is_dir() and not record.is_reparse_point() and getattr(record, "segment", None) is not None:
+            if self._raw is None:
+                self._raw = _RawNtfs(self.ntfs)
+            raw = self._raw.record(record.segment)
+            names = self._raw.index(raw) if raw is not None and raw.is_dir and not raw.is_link else None
+            if names is not None:
+                found = (names, {})
+                for entry in names:
+                    found[1].setdefault(entry.name.casefold(), entry)
+        if len(self._folders) >= self.MAX_CACHED_DIRS:
+            self._folders.clear()
+        self._folders[key] = found
+        return found
+
+    def _fast(self, path: str) -> tuple[_IndexName, _RawRecord] | None:
+        """The index entry and the raw MFT record of a file, or None (use the dissect.ntfs path)."""
+        if self._last_fast[0] == path:  # stat() then open() of one file: its record is read once
+            return self._last_fast[1]
+        parts = split_path(path)
+        if not parts:
+            return None
+        try:
+            index = self._index(parts[:-1])
+        except OfflineFixError:
+            return None  # the dissect path raises the same error, naming the whole path
+        entry = index[1].get(parts[-1].casefold()) if index is not None else None
+        if entry is None:
+            return None
+        record = self._raw.record(entry.segment)
+        self._last_fast = (path, None if record is None else (entry, record))
+        return self._last_fast[1]
 
     def resolve(self, path: str) -> str:
         record = self._record(path)
@@ -237,6 +299,11 @@ class NtfsFS(FileSystem):
             return "\\".join(split_path(path))
 
     def stat(self, path: str) -> Entry:
+        fast = self._fast(path)
+        if fast is not None and (fast[1].is_dir or fast[1].data is not None):
+            entry, record = fast
+            size = 0 if record.is_dir else _data_size(record.data)
+            return Entry(record.name or entry.name, record.is_dir, size, record.mtime, record.is_link)
         return self._entry(self._record(path), path)
 
     @staticmethod
@@ -256,6 +323,9 @@ class NtfsFS(FileSystem):
         return Entry(name, is_dir, size, mtime, record.is_reparse_point())
 
     def open(self, path: str) -> BinaryIO:
+        fast = self._fast(path)
+        if fast is not None and not fast[1].is_link and not fast[1].is_dir and fast[1].data is not None:
+            return _RunStream(self._raw, fast[1].data, path)
         record = self._record(path)
         if record.is_reparse_point():
             raise Refused(f"{path} is a junction or symbolic link inside the image; not followed")
@@ -267,6 +337,17 @@ class NtfsFS(FileSystem):
             raise FilesystemError(f"{path}: data cannot be read: {exc}") from None
 
     def listdir(self, path: str) -> list[Entry]:
+        try:
+            index = self._index(split_path(path))
+        except OfflineFixError:
+            index = None  # the dissect path below raises it again, worded for a listing
+        if index is not None:
+            out = {}
+            for e in index[0]:
+                if e.name != ".":
+                    # $FILE_NAME copies in the index carry sizes as of the last rename; stat() is exact.
+                    out[e.name] = Entry(e.name, e.is_dir, 0 if e.is_dir else e.size, e.mtime, e.is_link)
+            return sorted(out.values(), key=lambda e: e.name.casefold())
         record = self._record(path)
         if not record.is_dir():
             raise NotFound(f"no such folder: {path}")

@@ -111,6 +111,7 @@ ALWAYS_CRITICAL = {
 BOOT_GROUPS = frozenset(("boot bus extender", "system bus extender", "scsi miniport", "boot file system"))
 MAX_DRIVER_SCAN = 512 * 1024 * 1024  # all-zero check: read at most this much of a file
 SCAN_CHUNK = 64 * 1024
+SCAN_HEAD = 512
 MAX_ENUM_INSTANCES = 200_000  # a hostile hive cannot make the Enum walk unbounded
 
 
@@ -306,41 +307,22 @@ class DriverFile:
 
 class FileProbe:
     """Looks files up on a volume, listing each folder once (most services have no file on a
-    test disk; a miss then costs no lookup). On NTFS the folder's index entries lead straight to
-    each file's MFT record (dissect.ntfs), instead of a path walk from the root per file."""
+    test disk; a miss then costs no lookup). Sizes come from the file itself (FileSystem.stat),
+    never from the folder listing, whose NTFS index copies can be stale."""
 
     def __init__(self, fs) -> None:
         self.fs = fs
-        self._dirs: dict[str, dict[str, str] | None] = {}
-        self._records: dict[str, dict] = {}
+        self._dirs: dict[str, dict | None] = {}
 
-    def _listing(self, folder: str) -> dict[str, str] | None:
+    def _listing(self, folder: str) -> dict | None:
+        """name.casefold() -> Entry of the files in ``folder`` (None when it cannot be listed)."""
         key = folder.lower()
         if key not in self._dirs:
-            entries = self._ntfs_entries(folder)
             try:
-                self._dirs[key] = ({folded: name for folded, (name, _entry) in entries.items()} if entries else
-                                   {e.name.casefold(): e.name for e in self.fs.listdir(folder) if not e.is_dir})
+                self._dirs[key] = {e.name.casefold(): e for e in self.fs.listdir(folder) if not e.is_dir}
             except OfflineFixError:
                 self._dirs[key] = None
         return self._dirs[key]
-
-    def _ntfs_entries(self, folder: str) -> dict:
-        """name.casefold() -> (name, dissect.ntfs IndexEntry) in the folder (empty when not NTFS)."""
-        key = folder.lower()
-        if key not in self._records:
-            self._records[key] = {}
-            ntfs = getattr(self.fs, "ntfs", None)
-            if ntfs is not None:
-                try:
-                    record = ntfs.mft.get(self.fs.resolve(folder))  # resolve refuses links on the way
-                    self._records[key] = {name.casefold(): (name, entry) for name, entry in record.listdir().items()
-                                          if entry.attribute.flags != 2 and not entry.attribute.is_dir()}
-                except OfflineFixError:
-                    pass  # no such folder: the generic listing says so
-                except Exception:  # dissect's own errors: use the generic path
-                    self._records[key] = {}
-        return self._records[key]
 
     def exists(self, path: str) -> bool:
         folder, _, name = path.rpartition("\\")
@@ -353,27 +335,16 @@ class FileProbe:
         if not self.exists(path):
             return DriverFile(path, False)
         folder, _, name = path.rpartition("\\")
-        path = f"{folder}\\{self._listing(folder)[name.casefold()]}" if folder else path
+        entry = self._listing(folder)[name.casefold()]
+        path = f"{folder}\\{entry.name}" if folder else path
+        if entry.is_link and self.fs.kind == "ntfs":
+            return DriverFile(path, True, note="a junction or symbolic link inside the image; not followed")
         try:
-            found = self._ntfs_entries(folder).get(name.casefold())
-            if found is not None:
-                return self._probe_record(path, found[1])
             size = self.fs.stat(path).size
             with self.fs.open(path) as fh:
                 return DriverFile(path, True, size, self._all_zero(fh, path, size))
         except OfflineFixError as exc:
             return DriverFile(path, True, note=f"unreadable: {exc}")
-
-    def _probe_record(self, path: str, entry) -> DriverFile:
-        try:
-            if entry.attribute.is_reparse_point():
-                return DriverFile(path, True, note="a junction or symbolic link inside the image; not followed")
-            record = entry.dereference()
-            size = record.size()
-            fh = record.open()
-        except Exception as exc:  # dissect.ntfs raises assorted errors on damaged records
-            return DriverFile(path, True, note=f"unreadable MFT record: {exc}")
-        return DriverFile(path, True, size, self._all_zero(fh, path, size))
 
     @staticmethod
     def _all_zero(fh, path: str, size: int) -> bool | None:
@@ -383,8 +354,8 @@ class FileProbe:
         if size > MAX_DRIVER_SCAN:
             return None
         done = 0
-        while done < size:
-            chunk = fh.read(min(SCAN_CHUNK, size - done))
+        while done < size:  # a first small read settles nearly every file (a PE starts "MZ")
+            chunk = fh.read(min(SCAN_HEAD if done == 0 else SCAN_CHUNK, size - done))
             if not chunk:
                 raise OfflineFixError(f"{path}: ended after {done} of {size} bytes")
             if chunk.count(0) != len(chunk):
