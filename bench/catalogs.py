@@ -15,6 +15,11 @@ $TMPDIR/offline-fix-bench/catalogs-<n>-<m>) and reused. Each run measures, on th
   signature checks).
 
 Ratios are ours / (raw read + hashlib). Goal: within 2x.
+
+The machine may be shared: each measurement is repeated ``--rounds`` times (default 5), limits
+and ours interleaved, and the best time of each is reported. Every cold round starts with an
+empty state folder and no learned catalog member shapes (catalog_scan.reset_shapes), and every
+verify round with a fresh index (no memoized catalog signature results).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 from images.synth.signing import PINNED, CatFile, build_catalog, build_pe, make_ca, sign_pe  # noqa: E402
 
+from offline_fix.signing.catalog_scan import reset_shapes  # noqa: E402
 from offline_fix.signing.index import build_index, catalog_sources  # noqa: E402
 from offline_fix.signing.pe import authenticode_digests  # noqa: E402
 from offline_fix.signing.verdict import driver_verdict  # noqa: E402
@@ -89,6 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--catalogs", type=int, default=5000)
     ap.add_argument("--drivers", type=int, default=400)
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
     root = args.cache or Path(tempfile.gettempdir()) / "offline-fix-bench" / f"catalogs-{args.catalogs}-{args.drivers}"
     if not (root / "complete").is_file():
@@ -104,25 +111,37 @@ def main(argv=None) -> int:
     drv_paths = sorted((root / "drivers").iterdir())
 
     read_all(cat_paths)  # warm the page cache for every measurement below
-    t_read, nbytes = timed(lambda: read_all(cat_paths))
-    blobs = [p.read_bytes() for p in cat_paths]
-    t_hash, _ = timed(lambda: [hashlib.sha256(b).digest() for b in blobs])
-    limit = t_read + t_hash
-    state = Path(tempfile.mkdtemp(prefix="offline-fix-bench-state-"))
-    try:
-        t_cold, idx = timed(lambda: build_index(catalog_sources(root / "CatRoot"), state_dir=state))
-        t_warm, idx2 = timed(lambda: build_index(catalog_sources(root / "CatRoot"), state_dir=state))
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
-    assert idx2.stats["cached"] == len(cat_paths)
-
     read_all(drv_paths)
-    t_dread, dbytes = timed(lambda: read_all(drv_paths))
+    blobs = [p.read_bytes() for p in cat_paths]
     dblobs = [p.read_bytes() for p in drv_paths]
-    t_dhash, _ = timed(lambda: [(hashlib.sha1(b).digest(), hashlib.sha256(b).digest()) for b in dblobs])
-    dlimit = t_dread + t_dhash
     TrustStore.microsoft()  # bundle load is a one-off, not per driver
-    t_verify, verdicts = timed(lambda: [driver_verdict(p, catroot=idx, trust=trust, at=PINNED) for p in drv_paths])
+    best: dict[str, float] = {}
+
+    def keep(name, fn):
+        t, out = timed(fn)
+        best[name] = min(best.get(name, t), t)
+        return out
+
+    for _ in range(max(1, args.rounds)):
+        nbytes = keep("read", lambda: read_all(cat_paths))
+        keep("hash", lambda: [hashlib.sha256(b).digest() for b in blobs])
+        state = Path(tempfile.mkdtemp(prefix="offline-fix-bench-state-"))
+        try:
+            reset_shapes()
+            idx = keep("cold", lambda: build_index(catalog_sources(root / "CatRoot"), state_dir=state))
+            idx2 = keep("warm", lambda: build_index(catalog_sources(root / "CatRoot"), state_dir=state))
+            assert idx2.stats["cached"] == len(cat_paths)
+            fresh = build_index(catalog_sources(root / "CatRoot"), state_dir=state)
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+        dbytes = keep("dread", lambda: read_all(drv_paths))
+        keep("dhash", lambda: [(hashlib.sha1(b).digest(), hashlib.sha256(b).digest()) for b in dblobs])
+        verdicts = keep("verify", lambda: [driver_verdict(p, catroot=fresh, trust=trust, at=PINNED)
+                                           for p in drv_paths])
+    t_read, t_hash, t_cold, t_warm = best["read"], best["hash"], best["cold"], best["warm"]
+    t_dread, t_dhash, t_verify = best["dread"], best["dhash"], best["verify"]
+    limit = t_read + t_hash
+    dlimit = t_dread + t_dhash
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.verdict] = counts.get(v.verdict, 0) + 1

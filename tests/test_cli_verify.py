@@ -166,7 +166,7 @@ def test_catalog_index_is_cached_in_the_state_folder(corpus, image_cache, root_f
     _, second = run_json(capsys, "drivers", "verify", str(img.path), "--trust-root", root_file)
     assert first["catalogs"]["packages"]["parsed"] == 2 and second["catalogs"]["packages"]["parsed"] == 0
     assert second["catalogs"]["packages"]["cached"] == 2 and verdicts(first) == verdicts(second)
-    assert list(state_dir.rglob("catalogs-packages.index.json"))
+    assert list(state_dir.rglob("catalogs-packages.index.bin"))
 
 
 def test_pinned_time_outside_the_test_ca_fails(corpus, image_cache, root_file, state_dir, capsys):

@@ -112,3 +112,24 @@ def test_sources_and_missing(tmp_path):
         CatalogSource.from_path(tmp_path / "nope.cat")
     idx = build_index([], state_dir=tmp_path / "s")
     assert len(idx) == 0
+
+
+def test_bulk_index_equals_adding_one_by_one():
+    """CatalogIndex builds its map with dict/zip in C; repeated digests (within a catalog,
+    across catalogs, under two algorithms) must give add()'s ordered, de-duplicated hits."""
+    from offline_fix.signing.index import CatalogEntry, CatalogIndex
+
+    d1, d2, d3 = b"\1" * 20, b"\2" * 32, b"\3" * 20
+    entries = [
+        CatalogEntry("a.cat", "k/a", 1, 1, STATUS_OK, None, 2, None, [("sha1", d1), ("sha256", d2), ("sha1", d1)]),
+        CatalogEntry("b.cat", "k/b", 1, 1, STATUS_OK, None, 2, None, [("sha256", d2), ("unknown", d1)]),
+        CatalogEntry("c.cat", "k/c", 1, 1, STATUS_OK, None, 1, None, [("sha1", d3)]),
+    ]
+    bulk = CatalogIndex(entries)
+    single = CatalogIndex([])
+    for e in entries:
+        single.add(e)
+    for d in (d1, d2, d3, b"\4" * 20):
+        assert bulk.lookup(d) == single.lookup(d)
+    assert [(h.name, h.algorithm) for h in bulk.lookup(d1)] == [("a.cat", "sha1"), ("b.cat", "unknown")]
+    assert [h.name for h in bulk.find({"sha256": d2})] == ["a.cat", "b.cat"]

@@ -21,15 +21,19 @@ and SHA1 members of dual-hash catalogs may carry only the tag (no SpcIndirectDat
 attribute digest and a tag that is a hash are indexed.
 
 This parser walks the DER directly (der.py) because indexing reads thousands of catalogs; the
-signature itself is verified with asn1crypto + cryptography in verify.py.
+signature itself is verified in verify.py. Two shortcuts keep its results: the common head of a
+catalog is matched by one regular expression (``_common_head``, else ``_head``/``_ctl_fields``
+walk it), and catalog_scan.py memoizes ``_member`` over member shapes for the index.
 """
 
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime
+from typing import Callable
 
 from offline_fix.errors import CorruptInput
 from offline_fix.signing import der as D
@@ -40,6 +44,7 @@ from offline_fix.signing.oids import (
     SPC_CAB_DATA_OBJID,
     SPC_INDIRECT_DATA_OBJID,
     SPC_PE_IMAGE_DATAOBJ,
+    SZ_OID_CATALOG_LIST,
     SZ_OID_CATALOG_LIST_MEMBER,
     SZ_OID_CATALOG_LIST_MEMBER2,
     SZ_OID_CTL,
@@ -55,9 +60,16 @@ MEMBER_LIST_TYPES = {
 }
 DATA_TYPES = {SPC_PE_IMAGE_DATAOBJ: "pe-image", SPC_CAB_DATA_OBJID: "flat"}
 _DIGEST_BY_OID_BYTES = {D.oid_bytes(k): v for k, v in DIGEST_OIDS.items()}
+# subjectUsage: SEQUENCE { OID 1.3.6.1.4.1.311.12.1.1 (catalog list) }, as every catalog has it
+_SUBJECT_USAGE = (bytes([D.SEQUENCE, 2 + len(D.oid_bytes(SZ_OID_CATALOG_LIST))])
+                  + bytes([D.OID, len(D.oid_bytes(SZ_OID_CATALOG_LIST))]) + D.oid_bytes(SZ_OID_CATALOG_LIST))
 _DIGEST_BY_LENGTH = {16: "md5", 20: "sha1", 32: "sha256", 48: "sha384", 64: "sha512"}
 _HEX = frozenset("0123456789ABCDEFabcdef")
 _HEX_TEXT_LENGTHS = frozenset(n * 2 + extra for n in (32, 40, 64, 96, 128) for extra in (0, 2))
+
+
+# Called with (buf, start, end) for each member list (SEQUENCE OF TrustedSubject contents).
+MemberScan = Callable[[bytes, int, int], None]
 
 
 class CatalogError(CorruptInput):
@@ -84,31 +96,11 @@ class Member:
 
     def tag_digest(self) -> tuple[str, bytes] | None:
         """(algorithm, hash) when the tag itself is a hash, as raw bytes or hex text."""
-        tag = self.tag
-        if self.digest is not None and tag == self.digest:  # v2: the raw hash is the tag
-            return (self.digest_algorithm or _DIGEST_BY_LENGTH.get(len(tag), "unknown"), tag)
-        raw = None
-        if len(tag) in _HEX_TEXT_LENGTHS:  # v1: hex text in UTF-16LE, maybe NUL-terminated
-            text = _utf16(tag)
-            if text is not None and len(text) in (32, 40, 64, 96, 128) and set(text) <= _HEX:
-                raw = binascii.unhexlify(text)
-        if raw is None and len(tag) in _DIGEST_BY_LENGTH:
-            raw = tag
-        if raw is None:
-            return None
-        if self.digest is not None and len(raw) == len(self.digest):
-            return (self.digest_algorithm or _DIGEST_BY_LENGTH[len(raw)], raw)
-        return (_DIGEST_BY_LENGTH.get(len(raw), "unknown"), raw)
+        return tag_digest(self.tag, self.digest, self.digest_algorithm)
 
     def index_digests(self) -> list[tuple[str, bytes]]:
         """Every (algorithm, digest) under which this member can be found."""
-        out = []
-        if self.digest is not None:
-            out.append((self.digest_algorithm or "unknown", self.digest))
-        tag = self.tag_digest()
-        if tag is not None and tag[1] != self.digest:
-            out.append(tag)
-        return out
+        return index_digests(self.tag, self.digest, self.digest_algorithm)
 
     def to_dict(self) -> dict:
         return {"tag": self.tag_text, "digest": self.digest.hex() if self.digest else None,
@@ -142,6 +134,41 @@ def _utf16(raw: bytes) -> str | None:
         return raw.decode("utf-16-le").rstrip("\0")
     except UnicodeDecodeError:
         return None
+
+
+def tag_digest(tag: bytes, digest: bytes | None, algorithm: str | None) -> tuple[str, bytes] | None:
+    """(algorithm, hash) when a member tag is itself a hash, as raw bytes or hex text."""
+    if digest is not None and tag == digest:  # v2: the raw hash is the tag
+        return (algorithm or _DIGEST_BY_LENGTH.get(len(tag), "unknown"), tag)
+    raw = None
+    if len(tag) in _HEX_TEXT_LENGTHS:  # v1: hex text in UTF-16LE, maybe NUL-terminated
+        text = _utf16(tag)
+        if text is not None and len(text) in (32, 40, 64, 96, 128) and set(text) <= _HEX:
+            raw = binascii.unhexlify(text)
+    if raw is None and len(tag) in _DIGEST_BY_LENGTH:
+        raw = tag
+    if raw is None:
+        return None
+    if digest is not None and len(raw) == len(digest):
+        return (algorithm or _DIGEST_BY_LENGTH[len(raw)], raw)
+    return (_DIGEST_BY_LENGTH.get(len(raw), "unknown"), raw)
+
+
+def raw_tag_algorithm(length: int) -> str | None:
+    """For a member without SpcIndirectData: the algorithm of a tag of ``length`` bytes when
+    tag_digest can only read it as a raw hash (not as hex text)."""
+    return None if length in _HEX_TEXT_LENGTHS else _DIGEST_BY_LENGTH.get(length)
+
+
+def index_digests(tag: bytes, digest: bytes | None, algorithm: str | None) -> list[tuple[str, bytes]]:
+    """Every (algorithm, digest) under which a member (tag, SpcIndirectData digest) is found."""
+    out = []
+    if digest is not None:
+        out.append((algorithm or "unknown", digest))
+    found = tag_digest(tag, digest, algorithm)
+    if found is not None and found[1] != digest:
+        out.append(found)
+    return out
 
 
 def _name_value(buf: bytes, start: int, end: int) -> tuple[str, str]:
@@ -183,8 +210,8 @@ def _want(buf: bytes, pos: int, end: int, tag: int, field: str) -> tuple[int, in
     return start, stop, nxt
 
 
-def _sequences(buf: bytes, start: int, end: int, field: str) -> list[tuple[int, int]]:
-    """Content spans of the SEQUENCE elements filling [start, end) (a SEQUENCE OF / SET OF)."""
+def _sequences(buf: bytes, start: int, end: int, field: str) -> list[tuple[int, int, int]]:
+    """(content start, content end, element start) of the SEQUENCEs filling [start, end)."""
     out = []
     pos = start
     while pos < end:
@@ -192,11 +219,11 @@ def _sequences(buf: bytes, start: int, end: int, field: str) -> list[tuple[int, 
         tag, s, e, pos = _tlv(buf, pos, end, field)
         if tag != D.SEQUENCE:
             raise CatalogError("element is not a SEQUENCE", offset=at, field=field, found=hex(tag))
-        out.append((s, e))
+        out.append((s, e, at))
     return out
 
 
-def _indirect(buf: bytes, start: int, end: int) -> tuple[str, str, bytes]:
+def _indirect(buf: bytes, start: int, end: int) -> tuple[str, str, int, int]:
     """SET { SpcIndirectDataContent { data SpcAttributeTypeAndOptionalValue, messageDigest DigestInfo } }."""
     s, e, _ = _want(buf, start, end, D.SET, "Attribute.values")
     s, e, _ = _want(buf, s, e, D.SEQUENCE, "SpcIndirectDataContent")
@@ -206,7 +233,7 @@ def _indirect(buf: bytes, start: int, end: int) -> tuple[str, str, bytes]:
     as_, ae, pos = _want(buf, ms, me, D.SEQUENCE, "DigestInfo.digestAlgorithm")
     os_, oe, _ = _want(buf, as_, ae, D.OID, "DigestInfo.digestAlgorithm.algorithm")
     gs, ge, _ = _want(buf, pos, me, D.OCTET_STRING, "DigestInfo.digest")
-    return _data_type(buf[ts:te]), _digest_name(buf[os_:oe]), buf[gs:ge]
+    return _data_type(buf[ts:te]), _digest_name(buf[os_:oe]), gs, ge  # digest = buf[gs:ge]
 
 
 @lru_cache(maxsize=256)
@@ -216,26 +243,53 @@ def _data_type(oid: bytes) -> str:
 
 
 @lru_cache(maxsize=256)
+def _list_type(oid: bytes) -> str:
+    dotted = D.oid_to_str(oid)
+    return MEMBER_LIST_TYPES.get(dotted, dotted)
+
+
+@lru_cache(maxsize=256)
 def _digest_name(oid: bytes) -> str:
     return _DIGEST_BY_OID_BYTES.get(oid) or D.oid_to_str(oid)
 
 
-def _member(buf: bytes, start: int, end: int, details: bool) -> Member:
+def _member(buf: bytes, start: int, end: int, details: bool, layout: "MemberLayout | None" = None) -> Member:
+    """Parse one TrustedSubject. With ``layout`` (and ``details`` False), also record which of
+    its bytes this function never looks at: catalog_scan.py learns member shapes from that."""
     ts, te, pos = _want(buf, start, end, D.OCTET_STRING, "TrustedSubject.subjectIdentifier")
     member = Member(tag=buf[ts:te])
+    if layout is not None:
+        layout.tag = (ts, te)
     if pos >= end:
         return member
     as_, ae, _ = _want(buf, pos, end, D.SET, "TrustedSubject.subjectAttributes")
-    for s, e in _sequences(buf, as_, ae, "Attribute"):
+    for s, e, at in _sequences(buf, as_, ae, "Attribute"):
         os_, oe, vpos = _want(buf, s, e, D.OID, "Attribute.type")
         oid = buf[os_:oe]
         if oid == OID_SPC_INDIRECT_DATA:
-            member.data_type, member.digest_algorithm, member.digest = _indirect(buf, vpos, e)
+            member.data_type, member.digest_algorithm, gs, ge = _indirect(buf, vpos, e)
+            member.digest = buf[gs:ge]
+            if layout is not None:
+                layout.digest = (gs, ge)
         elif details and oid == OID_CAT_NAMEVALUE:
             vs, ve, _ = _want(buf, vpos, e, D.SET, "Attribute.values")
             name, value = _name_value(buf, vs, ve)
             member.names[name] = value
+        elif layout is not None:
+            layout.skipped.append((vpos, e))
+        if layout is not None and buf[at + 1] == 0x80:  # an indefinite length is walked into
+            layout.definite = False
     return member
+
+
+@dataclass
+class MemberLayout:
+    """Where _member found a member's variable parts (absolute offsets into the buffer)."""
+
+    tag: tuple[int, int] = (0, 0)
+    digest: tuple[int, int] | None = None
+    skipped: list[tuple[int, int]] = field(default_factory=list)  # attribute bodies not read
+    definite: bool = True
 
 
 def _extensions(buf: bytes, start: int, end: int) -> dict[str, str]:
@@ -272,94 +326,208 @@ def parse_catalog(data: bytes, *, path: str | None = None, details: bool = True)
         raise
 
 
-def _parse(buf: bytes, details: bool) -> Catalog:
-    E = CatalogError
+def _parse(buf: bytes, details: bool, scan: MemberScan | None = None) -> Catalog | tuple[bool, str]:
+    """The whole catalog; with ``scan``, each member list is handed to it instead of _member
+    and only (signed, member list type) is returned."""
     n = len(buf)
     if n == 0:
         raise CatalogError("empty catalog file", expected="PKCS#7 SignedData", found="0 bytes")
     if buf[0] != D.SEQUENCE:
         raise CatalogError("not a catalog (no DER SEQUENCE at offset 0)", offset=0, field="ContentInfo",
                            expected="0x30", found=hex(buf[0]))
-    s, e, _ = D.expect(buf, 0, n, D.SEQUENCE, "ContentInfo", E)
-    os_, oe, pos = D.expect(buf, s, e, D.OID, "ContentInfo.contentType", E)
-    if buf[os_:oe] != OID_SIGNED_DATA:
-        raise CatalogError("not a PKCS#7 SignedData", offset=os_, field="ContentInfo.contentType",
-                           expected="1.2.840.113549.1.7.2", found=D.oid_to_str(buf[os_:oe]))
-    s, e, _ = D.expect(buf, pos, e, D.CONTEXT_0, "ContentInfo.content", E)
-    s, e, _ = D.expect(buf, s, e, D.SEQUENCE, "SignedData", E)
-    pos = D.expect(buf, s, e, D.INTEGER, "SignedData.version", E)[2]
-    ds, de, pos = D.expect(buf, pos, e, D.SET, "SignedData.digestAlgorithms", E)
-    digest_algorithms = []
-    for tag, as_, ae, at in D.children(buf, ds, de, "DigestAlgorithmIdentifier", E):
-        os2, oe2, _ = D.expect(buf, as_, ae, D.OID, "DigestAlgorithmIdentifier.algorithm", E)
-        digest_algorithms.append(_digest_name(buf[os2:oe2]))
-    cs, ce, pos = D.expect(buf, pos, e, D.SEQUENCE, "SignedData.contentInfo", E)
-    os_, oe, cpos = D.expect(buf, cs, ce, D.OID, "contentInfo.contentType", E)
-    if buf[os_:oe] != OID_CTL:
-        raise CatalogError("SignedData content is not a certificate trust list", offset=os_,
-                           field="contentInfo.contentType", expected="1.3.6.1.4.1.311.10.1",
-                           found=D.oid_to_str(buf[os_:oe]))
-    ws, we, _ = D.expect(buf, cpos, ce, D.CONTEXT_0, "contentInfo.content", E)
-    ctl_start, ctl_end, _ = D.expect(buf, ws, we, D.SEQUENCE, "CertificateTrustList", E)
+    head = _common_head(buf, n)
+    if head is None:
+        e, pos, digest_algorithms, ctl_start, ctl_end = _head(buf, n)
+    else:
+        e, pos, digest_algorithms, ctl_end, fields = head
     # After the content: [0] certificates, [1] crls, then signerInfos.
     cert_count = 0
     signer_count = None
     while pos < e:
-        tag, xs, xe, nxt = D.header(buf, pos, e, "SignedData", E)
+        tag, xs, xe, nxt = _tlv(buf, pos, e, "SignedData")
         if tag == D.CONTEXT_0:
-            cert_count = sum(1 for _ in D.children(buf, xs, xe, "certificates", E))
+            cert_count = _count(buf, xs, xe, "certificates")
         elif tag == D.SET:
-            signer_count = sum(1 for _ in D.children(buf, xs, xe, "signerInfos", E))
+            signer_count = _count(buf, xs, xe, "signerInfos")
         pos = nxt
     if signer_count is None:
         raise CatalogError("SignedData has no signerInfos", field="SignedData.signerInfos")
-    return _ctl(buf, ctl_start, ctl_end, details, signer_count, digest_algorithms, cert_count)
-
-
-def _ctl(buf: bytes, start: int, end: int, details: bool, signer_count: int,
-         digest_algorithms: list[str], cert_count: int) -> Catalog:
-    E = CatalogError
-    tag, s, e, pos = D.header(buf, start, end, "CTL.version", E)
-    if tag == D.INTEGER:
-        tag, s, e, pos = D.header(buf, pos, end, "CTL.subjectUsage", E)
-    if tag != D.SEQUENCE:
-        raise CatalogError("CTL subjectUsage missing", offset=s, field="CTL.subjectUsage", found=hex(tag))
-    list_id = this_update = None
-    tag, s, e, nxt = D.header(buf, pos, end, "CTL.ctlThisUpdate", E)
-    if tag == D.OCTET_STRING:
-        list_id = buf[s:e]
-        pos = nxt
-        tag, s, e, nxt = D.header(buf, pos, end, "CTL.ctlThisUpdate", E)
-    if tag == D.INTEGER:  # sequenceNumber
-        pos = nxt
-        tag, s, e, nxt = D.header(buf, pos, end, "CTL.ctlThisUpdate", E)
-    if tag not in (D.UTC_TIME, D.GENERALIZED_TIME):
-        raise CatalogError("CTL thisUpdate missing", offset=pos, field="CTL.ctlThisUpdate", found=hex(tag))
-    this_update = D.parse_time(tag, buf[s:e], "CTL.ctlThisUpdate", E, offset=pos)
-    pos = nxt
-    tag, s, e, nxt = D.header(buf, pos, end, "CTL.subjectAlgorithm", E)
-    if tag in (D.UTC_TIME, D.GENERALIZED_TIME):  # ctlNextUpdate
-        pos = nxt
-        tag, s, e, nxt = D.header(buf, pos, end, "CTL.subjectAlgorithm", E)
-    if tag != D.SEQUENCE:
-        raise CatalogError("CTL subjectAlgorithm missing", offset=pos, field="CTL.subjectAlgorithm", found=hex(tag))
-    os_, oe, _ = D.expect(buf, s, e, D.OID, "CTL.subjectAlgorithm.algorithm", E)
-    list_oid = D.oid_to_str(buf[os_:oe])
-    pos = nxt
+    if head is None:
+        list_id, this_update, list_type, pos = _ctl_fields(buf, ctl_start, ctl_end)
+    else:
+        list_id, (time_tag, time_at, time_raw), list_type, pos = fields
+        this_update = _this_update(time_tag, time_raw, time_at)
     members: list[Member] = []
     attributes: dict[str, str] = {}
-    while pos < end:
-        tag, s, e, nxt = D.header(buf, pos, end, "CTL", E)
+    while pos < ctl_end:
+        tag, s, e, nxt = _tlv(buf, pos, ctl_end, "CTL")
         if tag == D.SEQUENCE:
-            members.extend(_member(buf, ms, me, details) for ms, me in _sequences(buf, s, e, "TrustedSubject"))
+            if scan is not None:
+                scan(buf, s, e)
+            else:
+                members.extend(_member(buf, ms, me, details) for ms, me, _ in _sequences(buf, s, e, "TrustedSubject"))
         elif tag == D.CONTEXT_0 and details:
             attributes = _extensions(buf, s, e)
         pos = nxt
+    if scan is not None:
+        return signer_count > 0, list_type
     return Catalog(
         signed=signer_count > 0, signer_count=signer_count, digest_algorithms=digest_algorithms,
-        member_list_type=MEMBER_LIST_TYPES.get(list_oid, list_oid), this_update=this_update,
+        member_list_type=list_type, this_update=this_update,
         list_identifier=list_id, members=members, attributes=attributes, certificate_count=cert_count,
     )
+
+
+def _head(buf: bytes, n: int) -> tuple[int, int, list[str], int, int]:
+    """ContentInfo down to the CTL. Returns (SignedData end, offset after its contentInfo,
+    digestAlgorithms, CTL content start, CTL content end)."""
+    s, e, _ = _want(buf, 0, n, D.SEQUENCE, "ContentInfo")
+    os_, oe, pos = _want(buf, s, e, D.OID, "ContentInfo.contentType")
+    if buf[os_:oe] != OID_SIGNED_DATA:
+        raise CatalogError("not a PKCS#7 SignedData", offset=os_, field="ContentInfo.contentType",
+                           expected="1.2.840.113549.1.7.2", found=D.oid_to_str(buf[os_:oe]))
+    s, e, _ = _want(buf, pos, e, D.CONTEXT_0, "ContentInfo.content")
+    s, e, _ = _want(buf, s, e, D.SEQUENCE, "SignedData")
+    pos = _want(buf, s, e, D.INTEGER, "SignedData.version")[2]
+    ds, de, pos = _want(buf, pos, e, D.SET, "SignedData.digestAlgorithms")
+    digest_algorithms = []
+    while ds < de:
+        _, as_, ae, ds = _tlv(buf, ds, de, "DigestAlgorithmIdentifier")
+        os2, oe2, _ = _want(buf, as_, ae, D.OID, "DigestAlgorithmIdentifier.algorithm")
+        digest_algorithms.append(_digest_name(buf[os2:oe2]))
+    cs, ce, pos = _want(buf, pos, e, D.SEQUENCE, "SignedData.contentInfo")
+    os_, oe, cpos = _want(buf, cs, ce, D.OID, "contentInfo.contentType")
+    if buf[os_:oe] != OID_CTL:
+        raise CatalogError("SignedData content is not a certificate trust list", offset=os_,
+                           field="contentInfo.contentType", expected="1.3.6.1.4.1.311.10.1",
+                           found=D.oid_to_str(buf[os_:oe]))
+    ws, we, _ = _want(buf, cpos, ce, D.CONTEXT_0, "contentInfo.content")
+    ctl_start, ctl_end, _ = _want(buf, ws, we, D.SEQUENCE, "CertificateTrustList")
+    return e, pos, digest_algorithms, ctl_start, ctl_end
+
+
+def _ctl_fields(buf: bytes, start: int, end: int) -> tuple[bytes | None, datetime, str, int]:
+    """CTL version .. subjectAlgorithm: (listIdentifier, thisUpdate, member list type, next offset)."""
+    tag, s, e, pos = _tlv(buf, start, end, "CTL.version")
+    if tag == D.INTEGER:
+        tag, s, e, pos = _tlv(buf, pos, end, "CTL.subjectUsage")
+    if tag != D.SEQUENCE:
+        raise CatalogError("CTL subjectUsage missing", offset=s, field="CTL.subjectUsage", found=hex(tag))
+    list_id = None
+    tag, s, e, nxt = _tlv(buf, pos, end, "CTL.ctlThisUpdate")
+    if tag == D.OCTET_STRING:
+        list_id = buf[s:e]
+        pos = nxt
+        tag, s, e, nxt = _tlv(buf, pos, end, "CTL.ctlThisUpdate")
+    if tag == D.INTEGER:  # sequenceNumber
+        pos = nxt
+        tag, s, e, nxt = _tlv(buf, pos, end, "CTL.ctlThisUpdate")
+    if tag not in (D.UTC_TIME, D.GENERALIZED_TIME):
+        raise CatalogError("CTL thisUpdate missing", offset=pos, field="CTL.ctlThisUpdate", found=hex(tag))
+    this_update = _this_update(tag, buf[s:e], pos)
+    pos = nxt
+    tag, s, e, nxt = _tlv(buf, pos, end, "CTL.subjectAlgorithm")
+    if tag in (D.UTC_TIME, D.GENERALIZED_TIME):  # ctlNextUpdate
+        pos = nxt
+        tag, s, e, nxt = _tlv(buf, pos, end, "CTL.subjectAlgorithm")
+    if tag != D.SEQUENCE:
+        raise CatalogError("CTL subjectAlgorithm missing", offset=pos, field="CTL.subjectAlgorithm", found=hex(tag))
+    os_, oe, _ = _want(buf, s, e, D.OID, "CTL.subjectAlgorithm.algorithm")
+    return list_id, this_update, _list_type(buf[os_:oe]), nxt
+
+
+def _count(buf: bytes, start: int, end: int, field: str) -> int:
+    """Number of elements filling [start, end) (each header checked)."""
+    count = 0
+    while start < end:
+        start = _tlv(buf, start, end, field)[3]
+        count += 1
+    return count
+
+
+@lru_cache(maxsize=1024)
+def _time(tag: int, raw: bytes) -> datetime:
+    """D.parse_time, memoized: a CatRoot's catalogs share a few thisUpdate values."""
+    return D.parse_time(tag, raw, "CTL.ctlThisUpdate", CatalogError)
+
+
+def _this_update(tag: int, raw: bytes, offset: int) -> datetime:
+    try:
+        return _time(tag, raw)
+    except CatalogError as exc:
+        exc.offset = offset
+        raise
+
+
+# --- the common head, in one regular expression ---------------------------------------------
+# Nearly every catalog starts the same way: fixed OIDs, one known digest algorithm, a 16-byte
+# list identifier, a UTCTime or GeneralizedTime, a catalog member list type; only the lengths
+# of the six elements enclosing the CTL vary. _common_head matches that shape and then checks
+# what _head and _ctl_fields would check (each element ends within its parent); anything else
+# (other forms, optional fields, broken lengths) goes through _head and _ctl_fields.
+
+def _alternatives(items: dict[bytes, object]) -> bytes:
+    return b"(" + b"|".join(re.escape(k) for k in sorted(items, key=len, reverse=True)) + b")"
+
+
+def _algorithm_sets() -> dict[bytes, list[str]]:
+    out: dict[bytes, list[str]] = {bytes([D.SET, 0]): []}
+    for oid, name in _DIGEST_BY_OID_BYTES.items():
+        ident = bytes([D.OID, len(oid)]) + oid
+        for alg in (ident + b"\x05\x00", ident):  # parameters NULL or absent
+            seq = bytes([D.SEQUENCE, len(alg)]) + alg
+            out[bytes([D.SET, len(seq)]) + seq] = [name]
+    return out
+
+
+def _subject_algorithms() -> dict[bytes, str]:
+    out = {}
+    for dotted, name in MEMBER_LIST_TYPES.items():
+        ident = bytes([D.OID, len(D.oid_bytes(dotted))]) + D.oid_bytes(dotted)
+        for alg in (ident + b"\x05\x00", ident):
+            out[bytes([D.SEQUENCE, len(alg)]) + alg] = name
+    return out
+
+
+_ALGORITHM_SETS = _algorithm_sets()
+_SUBJECT_ALGORITHMS = _subject_algorithms()
+_LEN = rb"([\x00-\x7f]|\x81.|\x82..|\x83...)"  # a definite length, short or 1..3 bytes long
+_HEAD = re.compile(
+    rb"\x30" + _LEN + re.escape(bytes([D.OID, len(OID_SIGNED_DATA)]) + OID_SIGNED_DATA)  # 1 ContentInfo
+    + rb"\xa0" + _LEN + rb"\x30" + _LEN + rb"\x02\x01."                  # 2 [0], 3 SignedData, version
+    + _alternatives(_ALGORITHM_SETS)                                      # 4 digestAlgorithms
+    + rb"\x30" + _LEN + re.escape(bytes([D.OID, len(OID_CTL)]) + OID_CTL)  # 5 contentInfo
+    + rb"\xa0" + _LEN + rb"\x30" + _LEN                                  # 6 [0], 7 CTL
+    + rb"(?:\x02\x01.)?"                                                   # CTL version
+    + re.escape(_SUBJECT_USAGE)                                           # subjectUsage
+    + rb"\x04\x10(.{16})"                                                  # 8 listIdentifier
+    + rb"(\x17\x0d.{13}|\x18\x0f.{15})"                                     # 9 ctlThisUpdate
+    + _alternatives(_SUBJECT_ALGORITHMS),                                 # 10 subjectAlgorithm
+    re.DOTALL)
+_HEAD_LENGTHS = (1, 2, 3, 5, 6, 7)
+
+
+def _common_head(buf: bytes, n: int) -> tuple | None:
+    """What _head and _ctl_fields return for the common shape, else None.
+
+    Returns (SignedData end, offset after contentInfo, digestAlgorithms, CTL end,
+    (listIdentifier, (time tag, time offset, time contents), member list type, next offset)).
+    """
+    m = _HEAD.match(buf)
+    if m is None:
+        return None
+    regs = m.regs
+    ends = []
+    for group in _HEAD_LENGTHS:  # each: the length octets, first one included
+        s, e = regs[group]
+        ends.append(e + (buf[s] if e - s == 1 else int.from_bytes(buf[s + 1:e], "big")))
+    info_end, wrap_end, sd_end, content_info_end, ctl_wrap_end, ctl_end = ends
+    if not m.end() <= ctl_end <= ctl_wrap_end <= content_info_end <= sd_end <= wrap_end <= info_end <= n:
+        return None
+    time_at, time_end = m.span(9)
+    fields = (m.group(8), (buf[time_at], time_at, buf[time_at + 2:time_end]),
+              _SUBJECT_ALGORITHMS[m.group(10)], m.end())
+    return sd_end, content_info_end, list(_ALGORITHM_SETS[m.group(4)]), ctl_end, fields
 
 
 def read_catalog(path: str, *, details: bool = True, max_size: int = 256 << 20) -> Catalog:

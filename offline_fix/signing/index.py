@@ -1,9 +1,10 @@
 """A catalog index: digest -> (catalog, algorithm), built once per run and cached on disk.
 
-``build_index`` reads each catalog once (catalog.py's DER walker, no signature work) and maps
-every member digest to the catalogs listing it. The result is cached as JSON in a state folder,
-keyed per catalog by (path, size, mtime_ns): a second run re-parses only catalogs that changed,
-appeared or were replaced. A cache that cannot be read is rebuilt and the reason is recorded in
+``build_index`` reads each catalog once (catalog_scan.py: catalog.py's DER walker with its member
+shapes memoized; no signature work) and maps every member digest to the catalogs listing it. The
+result is cached in a state folder (index_cache.py: one binary file per folder), keyed per
+catalog by (path, size, mtime_ns): a second run re-parses only catalogs that changed, appeared
+or were replaced. A cache that cannot be read is rebuilt and the reason is recorded in
 ``stats["cache"]`` (never silently reused).
 
 Catalog signatures are verified lazily (``CatalogIndex.verify``), only for catalogs that a
@@ -12,20 +13,26 @@ lookup actually hit, and memoized per (catalog, trust store, time) for the run.
 
 from __future__ import annotations
 
-import json
+import gc
 import os
-import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Iterable, Union
+from itertools import chain, repeat
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Union
 
 from offline_fix.errors import NotFound, PermissionDenied
-from offline_fix.signing.catalog import CatalogError, parse_catalog
+from offline_fix.signing import index_cache
+from offline_fix.signing.catalog import CatalogError
+from offline_fix.signing.catalog_scan import index_facts
 
 if TYPE_CHECKING:
     from offline_fix.signing.verify import SignatureResult, TrustStore
 
-CACHE_VERSION = 1
+CACHE_VERSION = index_cache.VERSION
+# The file name predates the binary format (tests/test_cli_verify.py looks for it); the content
+# is index_cache.py's, and a JSON cache left by an older version is reported and rebuilt.
+CACHE_SUFFIX = ".index.bin"
 MAX_CATALOG_SIZE = 256 << 20
 
 STATUS_OK = "ok"
@@ -34,7 +41,7 @@ STATUS_EMPTY = "empty"
 STATUS_UNPARSABLE = "unparsable"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class CatalogSource:
     """A catalog to index: a name, a stable key (its path), size, mtime and a way to read it."""
 
@@ -42,7 +49,7 @@ class CatalogSource:
     key: str
     size: int
     mtime_ns: int
-    read: Callable[[], bytes] = field(compare=False, repr=False)
+    read: Callable[[], bytes] = field(repr=False)
 
     @classmethod
     def from_path(cls, path: Union[str, os.PathLike]) -> "CatalogSource":
@@ -53,16 +60,29 @@ class CatalogSource:
             raise NotFound("catalog not found", path=path) from e
         except PermissionError as e:
             raise PermissionDenied("cannot stat catalog", path=path) from e
-        return cls(os.path.basename(path), path, st.st_size, st.st_mtime_ns, _reader(path))
+        return cls(os.path.basename(path), path, st.st_size, st.st_mtime_ns, _reader(path, st.st_size))
 
 
-def _reader(path: str) -> Callable[[], bytes]:
+def _reader(path: str, size: int) -> Callable[[], bytes]:
+    """Read ``path`` whole: one read(2) of the listed size + 1 when the file did not change,
+    more (up to MAX_CATALOG_SIZE, else OSError EFBIG) when it grew or read short."""
     def read() -> bytes:
-        with open(path, "rb") as f:
-            data = f.read()  # callers check the stat size against MAX_CATALOG_SIZE first
-        if len(data) > MAX_CATALOG_SIZE:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            data = os.read(fd, min(size, MAX_CATALOG_SIZE) + 1)
+            if len(data) == size:
+                return data
+            parts = [data]
+            total = len(data)
+            while data and total <= MAX_CATALOG_SIZE:
+                data = os.read(fd, min(1 << 20, MAX_CATALOG_SIZE + 1 - total))
+                parts.append(data)
+                total += len(data)
+        finally:
+            os.close(fd)
+        if total > MAX_CATALOG_SIZE:
             raise OSError(27, f"catalog larger than {MAX_CATALOG_SIZE} bytes")
-        return data
+        return b"".join(parts)
     return read
 
 
@@ -76,7 +96,7 @@ def catalog_sources(directory: Union[str, os.PathLike]) -> list[CatalogSource]:
                 if entry.name.lower().endswith(".cat") and entry.is_file(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
                     out.append(CatalogSource(entry.name, entry.path, st.st_size, st.st_mtime_ns,
-                                             _reader(entry.path)))
+                                             _reader(entry.path, st.st_size)))
     except FileNotFoundError as e:
         raise NotFound("catalog folder not found", path=directory) from e
     except PermissionError as e:
@@ -85,7 +105,7 @@ def catalog_sources(directory: Union[str, os.PathLike]) -> list[CatalogSource]:
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class CatalogEntry:
     name: str
     key: str
@@ -97,15 +117,11 @@ class CatalogEntry:
     member_list_type: str | None = None
     digests: list[tuple[str, bytes]] = field(default_factory=list)
 
-    def to_json(self) -> dict:
-        return {"name": self.name, "size": self.size, "mtime_ns": self.mtime_ns, "status": self.status,
-                "error": self.error, "members": self.member_count, "type": self.member_list_type,
-                "digests": [[alg, d.hex()] for alg, d in self.digests]}
-
     @classmethod
-    def from_json(cls, key: str, d: dict) -> "CatalogEntry":
-        return cls(d["name"], key, int(d["size"]), int(d["mtime_ns"]), str(d["status"]), d["error"],
-                   int(d["members"]), d["type"], [(str(a), bytes.fromhex(h)) for a, h in d["digests"]])
+    def cached(cls, key: str, name: str, size: int, mtime_ns: int, status: str, error: str | None,
+               member_count: int, member_list_type: str | None, digests: list) -> "CatalogEntry":
+        """From index_cache's fields (in index_cache.FIELDS order)."""
+        return cls(name, key, size, mtime_ns, status, error, member_count, member_list_type, digests)
 
 
 @dataclass(frozen=True)
@@ -130,14 +146,14 @@ def parse_entry(source: CatalogSource) -> CatalogEntry:
         entry.status, entry.error = STATUS_EMPTY, "empty file"
         return entry
     try:
-        cat = parse_catalog(data, path=source.key, details=False)
+        facts = index_facts(data, path=source.key)
     except CatalogError as e:
         entry.status, entry.error = (STATUS_EMPTY if not data.strip(b"\0") else STATUS_UNPARSABLE), str(e)
         return entry
-    entry.status = STATUS_OK if cat.signed else STATUS_UNSIGNED
-    entry.member_count = len(cat.members)
-    entry.member_list_type = cat.member_list_type
-    entry.digests = cat.index_digests()
+    entry.status = STATUS_OK if facts.signed else STATUS_UNSIGNED
+    entry.member_count = facts.member_count
+    entry.member_list_type = facts.member_list_type
+    entry.digests = facts.digests
     return entry
 
 
@@ -148,27 +164,66 @@ class CatalogIndex:
                  stats: dict | None = None) -> None:
         self.entries: dict[str, CatalogEntry] = {}
         self._sources = sources or {}
-        self._by_digest: dict[bytes, list[tuple[str, str]]] = {}
+        # digest -> (key, algorithm), or a list of them when several catalogs (or algorithms) list it
+        self._by_digest: dict[bytes, tuple[str, str] | list[tuple[str, str]]] = {}
         self._verified: dict[tuple, "SignatureResult"] = {}
         self.stats = stats or {}
-        for entry in entries:
-            self.add(entry)
+        self._add_all(list(entries))
+
+    def _add_all(self, entries: list[CatalogEntry]) -> None:
+        """``add`` for many entries, with the per-digest work done by dict/zip/map in C: the
+        lists made here only differ from add's when digests repeat, which is handled apart."""
+        self.entries.update((e.key, e) for e in entries)
+        pairs = list(chain.from_iterable(e.digests for e in entries))
+        if not pairs:
+            return
+        algs, digests = zip(*pairs)
+        keys = chain.from_iterable(repeat(e.key, len(e.digests)) for e in entries)
+        by_digest = dict(zip(digests, zip(keys, algs)))
+        if len(by_digest) != len(digests):  # some digest is listed more than once
+            seen: set[bytes] = set()
+            repeated = {d for d in digests if d in seen or seen.add(d)}
+            for d in repeated:
+                del by_digest[d]
+            keys = chain.from_iterable(repeat(e.key, len(e.digests)) for e in entries)
+            for key, (alg, digest) in zip(keys, pairs):
+                if digest in repeated:
+                    self._add_hit(by_digest, digest, (key, alg))
+        if self._by_digest:
+            for digest, hits in by_digest.items():
+                for hit in hits if type(hits) is list else (hits,):
+                    self._add_hit(self._by_digest, digest, hit)
+        else:
+            self._by_digest = by_digest
 
     def add(self, entry: CatalogEntry) -> None:
         self.entries[entry.key] = entry
         by_digest = self._by_digest
         key = entry.key
         for alg, digest in entry.digests:
-            hit = (key, alg)
-            hits = by_digest.setdefault(digest, [hit])
-            if hits[-1] is not hit and hit not in hits:
-                hits.append(hit)
+            self._add_hit(by_digest, digest, (key, alg))
+
+    @staticmethod
+    def _add_hit(by_digest: dict, digest: bytes, hit: tuple[str, str]) -> None:
+        old = by_digest.setdefault(digest, hit)
+        if old is hit:
+            return
+        if type(old) is tuple:
+            if old != hit:
+                by_digest[digest] = [old, hit]
+        elif hit not in old:
+            old.append(hit)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def lookup(self, digest: bytes) -> list[Hit]:
-        return [Hit(self.entries[key].name, key, alg) for key, alg in self._by_digest.get(digest, ())]
+        hits = self._by_digest.get(digest)
+        if hits is None:
+            return []
+        if type(hits) is tuple:
+            hits = [hits]
+        return [Hit(self.entries[key].name, key, alg) for key, alg in hits]
 
     def find(self, digests: dict[str, bytes]) -> list[Hit]:
         """Catalogs listing any of ``digests`` ({algorithm: digest}) under that algorithm."""
@@ -218,35 +273,13 @@ class CatalogIndex:
                 **{k: v for k, v in self.stats.items() if k != "seconds"}}
 
 
-def _load_cache(path: str) -> tuple[dict[str, dict], str]:
+def _load_cache(path: str) -> tuple[dict[str, CatalogEntry], str]:
     try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
+        return index_cache.load(path, CatalogEntry.cached), "used"
     except FileNotFoundError:
         return {}, "none"
-    except (OSError, ValueError) as e:
-        return {}, f"rebuilt (unreadable cache: {e})"
-    if not isinstance(doc, dict) or doc.get("version") != CACHE_VERSION or not isinstance(doc.get("entries"), dict):
-        return {}, "rebuilt (cache format changed)"
-    return doc["entries"], "used"
-
-
-def _save_cache(path: str, entries: dict[str, CatalogEntry]) -> None:
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    doc = {"version": CACHE_VERSION, "entries": {k: e.to_json() for k, e in entries.items()}}
-    fd, tmp = tempfile.mkstemp(prefix=".catalog-index-", dir=directory)
-    try:
-        text = json.dumps(doc, separators=(",", ":"))  # the C encoder; json.dump is pure Python
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    except index_cache.CacheError as e:
+        return {}, f"rebuilt ({e.message})"
 
 
 def build_index(sources: Iterable[Union[CatalogSource, str, os.PathLike]], *,
@@ -257,26 +290,39 @@ def build_index(sources: Iterable[Union[CatalogSource, str, os.PathLike]], *,
     ``stats`` on the result: parsed (read and parsed now), cached (taken from the cache),
     cache ("none", "used", "disabled" or "rebuilt (...)").
     """
+    with _collector_paused():
+        return _build_index(sources, state_dir, cache_name, progress)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Building an index allocates some 10 objects per catalog member, none in a reference
+    cycle: the cyclic garbage collector would only re-scan them (a quarter of the time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_index(sources, state_dir, cache_name, progress) -> CatalogIndex:
     srcs = [s if isinstance(s, CatalogSource) else CatalogSource.from_path(s) for s in sources]
     cache_path = None
-    cached: dict[str, dict] = {}
+    cached: dict[str, CatalogEntry] = {}
     cache_state = "disabled"
     if state_dir is not None:
-        cache_path = os.path.join(os.fspath(state_dir), f"{cache_name}.index.json")
+        cache_path = os.path.join(os.fspath(state_dir), f"{cache_name}{CACHE_SUFFIX}")
         cached, cache_state = _load_cache(cache_path)
     entries: dict[str, CatalogEntry] = {}
     parsed = reused = 0
     for i, src in enumerate(srcs):
-        old = cached.get(src.key)
-        entry = None
-        if old is not None and old.get("size") == src.size and old.get("mtime_ns") == src.mtime_ns:
-            try:
-                entry = CatalogEntry.from_json(src.key, old)
-                reused += 1
-            except (KeyError, TypeError, ValueError):
-                entry = None
-                cache_state = "used (some entries rebuilt: malformed)"
-        if entry is None:
+        entry = cached.get(src.key)
+        if entry is not None and entry.size == src.size and entry.mtime_ns == src.mtime_ns \
+                and entry.name == src.name:
+            reused += 1
+        else:
             entry = parse_entry(src)
             parsed += 1
         entries[src.key] = entry
@@ -284,8 +330,10 @@ def build_index(sources: Iterable[Union[CatalogSource, str, os.PathLike]], *,
             progress(i + 1, len(srcs))
     if cache_path is not None and (parsed or len(entries) != len(cached)):
         try:
-            _save_cache(cache_path, entries)
+            index_cache.save(cache_path, entries.values())
         except OSError as e:  # reported in stats; the index itself is complete
             cache_state = f"{cache_state}; not saved: {e.strerror or e}"
+        except index_cache.CacheError as e:
+            cache_state = f"{cache_state}; not saved: {e.message}"
     stats = {"parsed": parsed, "cached": reused, "cache": cache_state}
     return CatalogIndex(entries.values(), {s.key: s for s in srcs}, stats)

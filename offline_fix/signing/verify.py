@@ -144,7 +144,9 @@ def _tbs_ids(der: bytes) -> tuple[int, bytes]:
     return serial, der[pos:end]
 
 
+@lru_cache(maxsize=4096)
 def _name(cert: "x509.Certificate", which: str) -> str:
+    """RFC 4514 subject or issuer (memoized: signatures share their certificates)."""
     try:
         return getattr(cert, which).rfc4514_string()
     except ValueError:
