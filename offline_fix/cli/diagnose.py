@@ -19,9 +19,11 @@ from pathlib import PureWindowsPath
 
 import typer
 
+from offline_fix.atomic import write_atomic
+
 from offline_fix.cli.common import BACKUP_DIR, INSTALL, JSON, TARGET, open_install
 from offline_fix.cli.output import emit_json, out, warn
-from offline_fix.errors import NotFound, OfflineFixError, PermissionDenied
+from offline_fix.errors import NotFound, OfflineFixError
 
 MAX_EVTX = 256 << 20  # logs up to this size are read into memory, larger ones parsed as a stream
 MAX_MINIDUMPS = 64  # newest first
@@ -309,21 +311,9 @@ def write_report(path: str, doc: dict) -> None:
     from offline_fix.report.html import render
 
     page = render(doc)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.replace(tmp, path)
-    except FileNotFoundError:
-        raise NotFound(f"the folder of {path} does not exist") from None
-    except IsADirectoryError:
-        raise NotFound(f"{path} is a folder") from None
-    except PermissionError:
-        raise PermissionDenied(f"cannot write {path}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    if os.path.isdir(path):
+        raise NotFound(f"{path} is a folder")
+    write_atomic(path, page)
 
 
 def diagnose_cmd(
