@@ -36,3 +36,21 @@ def test_console_script_runs_as_module():
     proc = subprocess.run([sys.executable, "-m", "offline_fix", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert proc.stdout.startswith("offline-fix ")
+
+
+def test_text_from_a_disk_reaches_the_terminal_inert():
+    import io
+
+    from rich.table import Table
+
+    from offline_fix.cli.output import SafeConsole, printable
+
+    assert printable("a\x1b[2Jb\rc\u202ed\te\nf") == "a\\x1b[2Jb\\x0dc\\u202ed\te\nf"
+    buf = io.StringIO()
+    console = SafeConsole(file=buf, highlight=False)
+    table = Table()
+    table.add_column("name")
+    table.add_row("evil\x1b]0;pwned\x07")
+    console.print(table)
+    console.print("line \x1b[31mred", markup=False)
+    assert "\x1b" not in buf.getvalue() and "\\x1b]0;pwned\\x07" in buf.getvalue()

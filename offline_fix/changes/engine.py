@@ -273,6 +273,9 @@ class WriteSession:
             result.status = "nothing-to-do"
             return result
         self.resolve_interrupted()
+        listings: dict = {}
+        for path in [p.path for p in change.patches] + [n.path for n in change.creates]:
+            guards.check_unambiguous(self.volume.fs(), path, listings)
         for new in change.creates:
             if self.volume.fs().exists(new.path):
                 raise Refused(f"{new.path} exists already; not overwritten")

@@ -3,7 +3,7 @@ out; ``--force`` lifts only the hibernation guard (with a warning)."""
 
 from __future__ import annotations
 
-from offline_fix.errors import Refused
+from offline_fix.errors import NotFound, Refused
 from offline_fix.target import platform
 from offline_fix.target.fs import FileSystem
 
@@ -41,3 +41,28 @@ def check_device(host_path: str, is_device: bool) -> None:
         reason = platform.system_disk_reason(host_path)
         if reason:
             raise Refused(reason + "; offline-fix never writes to the system it runs on")
+
+
+def check_unambiguous(fs: FileSystem, path: str, listings: dict | None = None) -> None:
+    """Refuse a path any of whose components matches two entries of its folder case-insensitively
+    (``SYSTEM`` beside ``system``): Windows would pick one, other readers another; offline-fix
+    never guesses which file it is changing. ``listings`` (folder -> folded name -> names) keeps
+    each folder's listing for the next path of the same change."""
+    listings = {} if listings is None else listings
+    parts = [p for p in path.replace("/", "\\").split("\\") if p]
+    for i, part in enumerate(parts):
+        folder = "\\".join(parts[:i])
+        if folder.casefold() not in listings:
+            try:
+                entries = fs.listdir(folder)
+            except NotFound:  # a folder a new file will create: nothing below it exists yet
+                return
+            by_name: dict[str, list[str]] = {}
+            for entry in entries:
+                by_name.setdefault(entry.name.casefold(), []).append(entry.name)
+            listings[folder.casefold()] = by_name
+        names = listings[folder.casefold()].get(part.casefold(), [])
+        if len(names) > 1:
+            raise Refused(f"{folder or '(volume root)'} holds {len(names)} entries named {part!r} differing only "
+                          f"in case ({', '.join(repr(n) for n in names)}): offline-fix does not guess which one "
+                          "Windows uses; nothing was written")

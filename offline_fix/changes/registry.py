@@ -141,6 +141,7 @@ def build_hive_change(fs, plan: HiveEditPlan, *, kind: str, summary: str, apply_
     plan.recovery = recovery
     hive = Hive.open(bytearray(base), writable=True)
     hive.path = plan.hive_path
+    check_structure(hive)
     writer = HiveWriter(hive)
     apply_edits(writer, hive)
     writer.commit()
@@ -159,7 +160,19 @@ def build_hive_change(fs, plan: HiveEditPlan, *, kind: str, summary: str, apply_
     return Change(kind, summary, details, [patch], check)
 
 
+def check_structure(hive: Hive) -> None:
+    """Read every key and value strictly before a write: a hive whose subkey lists form a cycle,
+    share keys or hold a damaged cell is refused here (CellError ...), before anything is
+    written, instead of surprising the writer or the independent check after the write."""
+    for key in hive.root.walk():  # strict: a key node met twice raises, so the walk ends
+        key.values()
+
+
 # -- the independent check: python-registry --------------------------------------------------------
+
+class _Cycle(Exception):
+    pass
+
 
 def _walk(data: bytes) -> dict[str, dict]:
     from Registry import Registry
@@ -167,8 +180,13 @@ def _walk(data: bytes) -> dict[str, dict]:
     reg = Registry.Registry(io.BytesIO(data))
     out: dict[str, dict] = {}
     stack = [(reg.root(), "")]
+    seen: set[int] = set()  # python-registry follows subkey lists blindly: never visit a key twice
     while stack:
         key, path = stack.pop()
+        offset = key._nkrecord.offset()
+        if offset in seen:
+            raise _Cycle(f"key node {offset:#x} is reached twice (at {path or '(root)'}): the subkey lists form a cycle")
+        seen.add(offset)
         values = {}
         for v in key.values():
             values[v.name().upper()] = (v.value_type(), v.raw_data())

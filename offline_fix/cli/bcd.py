@@ -99,16 +99,16 @@ def list_cmd(
 
 def _print_list(loc, bcd, objects: list[dict], default: str | None, notes: list[str]) -> None:
     console = out()
-    console.print(f"BCD store: {loc.where}: {loc.path}", soft_wrap=True)
+    console.print(f"BCD store: {loc.where}: {loc.path}", soft_wrap=True, markup=False)
     if default:
         desc = next((o["description"] for o in objects if o["id"] == default), None)
-        console.print(f"{{default}} is {default}" + (f" ({desc})" if desc else ""), soft_wrap=True)
+        console.print(f"{{default}} is {default}" + (f" ({desc})" if desc else ""), soft_wrap=True, markup=False)
     for other in loc.others:
         console.print(f"not used: {other}", soft_wrap=True, markup=False)
     for obj in objects:
         console.print("")
-        console.print(obj["type_description"])
-        console.print("-" * len(obj["type_description"]))
+        console.print(obj["type_description"], markup=False)
+        console.print("-" * len(obj["type_description"]), markup=False)
         console.print(f"{'identifier':<24}{obj['name']}" + (f"  ({obj['id']})" if obj["name"] != obj["id"] else ""),
                       soft_wrap=True, markup=False)
         console.print(f"{'type':<24}{obj['type']}", markup=False)

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import typer
 
 from offline_fix.atomic import write_atomic
 
 from offline_fix.cli.common import BACKUP_DIR, DRY_RUN, INSTALL, JSON, TARGET, open_install
-from offline_fix.cli.output import emit_json, err, out, show_progress, warn
+from offline_fix.cli.output import emit_json, err, out, show_progress, warn, write_lines
 from offline_fix.errors import OfflineFixError, Refused
 
 catroot_app = typer.Typer(help="Check, baseline and restore the catalogs (CatRoot) of an offline Windows install.",
@@ -139,7 +138,7 @@ def _render_check(target: str, inst, inv, hint: str) -> None:
             if items:
                 lines.append(f"  baseline: {label} ({len(items):,}): {_names(items)}")
     lines.append(inv.verdict(hint))
-    sys.stdout.write("\n".join(lines) + "\n")
+    write_lines(lines)
 
 
 # -- baseline ------------------------------------------------------------------------------------
@@ -278,7 +277,7 @@ def _report_restore(target: str, plan, result, dry_run: bool, json_out: bool) ->
     if not plan.items:
         lines.append("nothing to restore: every usable package catalog is in CatRoot"
                      + (f" ({len(plan.skipped)} package catalogs skipped, see the warnings)" if plan.skipped else ""))
-        sys.stdout.write("\n".join(lines) + "\n")
+        write_lines(lines)
         return 0
     verb = "would copy" if dry_run else "copied"
     lines.append(f"{verb} {len(plan.items):,} catalogs ({plan.bytes:,} bytes) from servicing\\Packages into {plan.dest_folder}:")
@@ -289,5 +288,5 @@ def _report_restore(target: str, plan, result, dry_run: bool, json_out: bool) ->
     elif result is not None:
         lines.append(f"change {result.change_id}: {result.status} ({'; '.join(result.checks)})")
         lines.append(f"undo with: offline-fix undo {target} --change {result.change_id}")
-    sys.stdout.write("\n".join(lines) + "\n")
+    write_lines(lines)
     return 0

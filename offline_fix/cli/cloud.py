@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from offline_fix.cli.output import emit_json, out
-from offline_fix.errors import NotFound, Refused
+from offline_fix.errors import Refused
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -108,9 +108,9 @@ def _finish(state, calls, result: dict, json_out: bool) -> int:
             emit_json({"dry_run": True, "calls": calls.planned})
         else:
             console = out()
-            console.print("dry run: nothing was changed. These calls would be made:")
+            console.print("dry run: nothing was changed. These calls would be made:", markup=False)
             for line in calls.planned:
-                console.print(f"  {line}", soft_wrap=True)
+                console.print(f"  {line}", soft_wrap=True, markup=False)
         return EXIT_OK
     run = result.get("run")
     code = EXIT_FINDINGS if run and run.get("exit_code") else EXIT_OK
@@ -128,15 +128,15 @@ def _print_mapping(doc: dict) -> None:
         if value in (None, [], {}):
             continue
         if isinstance(value, list):
-            console.print(f"{key}:", soft_wrap=True)
+            console.print(f"{key}:", soft_wrap=True, markup=False)
             for item in value:
-                console.print(f"  - {item}", soft_wrap=True)
+                console.print(f"  - {item}", soft_wrap=True, markup=False)
         elif isinstance(value, dict):
-            console.print(f"{key}:", soft_wrap=True)
+            console.print(f"{key}:", soft_wrap=True, markup=False)
             for k, v in value.items():
-                console.print(f"  {k}: {v}", soft_wrap=True)
+                console.print(f"  {k}: {v}", soft_wrap=True, markup=False)
         else:
-            console.print(f"{key}: {value}", soft_wrap=True)
+            console.print(f"{key}: {value}", soft_wrap=True, markup=False)
 
 
 def _status(state, live: Callable[[], dict] | None, json_out: bool) -> int:
@@ -159,9 +159,9 @@ def _status(state, live: Callable[[], dict] | None, json_out: bool) -> int:
         emit_json(doc)
     else:
         console = out()
-        console.print(f"{state.provider} rescue, phase {state.phase} ({state.path})", soft_wrap=True)
+        console.print(f"{state.provider} rescue, phase {state.phase} ({state.path})", soft_wrap=True, markup=False)
         for rec in state.doc["steps"]:
-            console.print(f"  {rec['status']:8} {rec['name']}", soft_wrap=True)
+            console.print(f"  {rec['status']:8} {rec['name']}", soft_wrap=True, markup=False)
         _print_mapping({k: doc[k] for k in ("facts", "artifacts", "live", "notes", "interrupted_step", "next")
                         if k in doc})
     return EXIT_OK

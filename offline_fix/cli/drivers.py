@@ -8,12 +8,11 @@ forms, filters, what is boot-critical) live in offline_fix/windows/services.py.
 
 from __future__ import annotations
 
-import sys
 
 import typer
 
 from offline_fix.cli.common import BACKUP_DIR, DRY_RUN, INSTALL, JSON, TARGET, open_install
-from offline_fix.cli.output import emit_json, out, report_change, warn
+from offline_fix.cli.output import emit_json, report_change, warn, write_lines
 from offline_fix.errors import NotFound, Refused
 
 drivers_app = typer.Typer(help="List, disable and enable the drivers of an offline Windows install.",
@@ -110,7 +109,7 @@ def _render(target: str, inst, table) -> None:
     critical = sum(1 for s in table.services if s.boot_critical)
     problems = sum(1 for s in table.services if s.problems())
     lines.append(f"{len(table.services)} services, {critical} boot-critical, {problems} with a missing, empty or all-zero file")
-    sys.stdout.write("\n".join(lines) + "\n")
+    write_lines(lines)
 
 
 # -- disable / enable ----------------------------------------------------------------------------

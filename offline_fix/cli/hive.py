@@ -23,7 +23,7 @@ from pathlib import Path
 import typer
 
 from offline_fix.cli import hive_edit
-from offline_fix.cli.output import emit_json, warn
+from offline_fix.cli.output import emit_json, printable, warn
 
 hive_app = typer.Typer(
     name="hive",
@@ -267,7 +267,9 @@ def query_cmd(
         })
     else:
         report_warnings(hive)
-        write = sys.stdout.write
+        def write(text: str) -> None:
+            sys.stdout.write(printable(text[:-1]) + "\n" if text.endswith("\n") else printable(text))
+
         for full, _key, values, subkeys in blocks:
             write(f"\n{full}\n")
             for v in values:

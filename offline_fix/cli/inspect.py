@@ -59,11 +59,14 @@ def gather(target_spec: str) -> tuple[dict, Exception | None]:
 
 
 def render(doc: dict) -> None:
+    """The report for people. Everything read from the disk is escaped (rich markup) and made
+    inert (control characters) before it is printed: a hostile disk cannot style or redraw it."""
+    from rich.markup import escape as e
     from rich.table import Table
 
     console = out()
     c = doc["container"]
-    line = f"[bold]{doc['target']}[/bold]: {c['format']}"
+    line = f"[bold]{e(doc['target'])}[/bold]: {c['format']}"
     if c.get("subformat"):
         line += f" ({c['subformat']})"
     if doc["kind"] != "folder":
@@ -78,7 +81,8 @@ def render(doc: dict) -> None:
             table.add_column(col, justify="right" if col in ("#", "offset", "size") else "left")
         for p in doc["partitions"]:
             fs = p["filesystem"] + (" (locked)" if p.get("locked") else "")
-            table.add_row(str(p["index"]), str(p["offset"]), _size(p["size"]), p.get("type_name", ""), fs, p.get("label", ""))
+            table.add_row(str(p["index"]), str(p["offset"]), _size(p["size"]), e(p.get("type_name", "")), fs,
+                          e(p.get("label", "")))
         console.print(table)
     for p in doc["partitions"]:
         if p.get("locked"):
@@ -89,23 +93,23 @@ def render(doc: dict) -> None:
         version = w.get("version") or {}
         name = version.get("name") or "Windows (version unknown)"
         build = f" build {w['build']}" if w.get("build") else ""
-        console.print(f"[bold]Windows install {w['number']}[/bold] on partition {w['partition']}: {name}{build}, "
-                      f"computer {w.get('computer_name') or '?'}")
+        console.print(f"[bold]Windows install {w['number']}[/bold] on partition {w['partition']}: {e(name)}{build}, "
+                      f"computer {e(w.get('computer_name') or '?')}")
         sh = w["system_hive"]
         if "error" in sh:
-            console.print(f"  SYSTEM hive {sh['path']}: [red]unreadable[/red]: {sh['error']}")
+            console.print(f"  SYSTEM hive {e(sh['path'])}: [red]unreadable[/red]: {e(sh['error'])}")
         else:
             state = "[yellow]dirty[/yellow]" if sh["dirty"] else "clean"
-            logs = f", logs {', '.join(sh['logs'])}" if sh.get("logs") else ""
-            console.print(f"  SYSTEM hive {sh['path']}: {state} (sequence {sh['sequence'][0]}/{sh['sequence'][1]}{logs})")
-            sets = ", ".join(w.get("control_sets") or []) or "none"
+            logs = f", logs {e(', '.join(sh['logs']))}" if sh.get("logs") else ""
+            console.print(f"  SYSTEM hive {e(sh['path'])}: {state} (sequence {sh['sequence'][0]}/{sh['sequence'][1]}{logs})")
+            sets = e(", ".join(w.get("control_sets") or [])) or "none"
             sel = w.get("select", {})
-            console.print(f"  control sets: {sets}; boots {w.get('current_control_set') or '?'} "
+            console.print(f"  control sets: {sets}; boots {e(w.get('current_control_set') or '?')} "
                           f"(Select\\Current={sel.get('Current', '?')}, LastKnownGood={sel.get('LastKnownGood', '?')})")
             if version.get("source"):
-                console.print(f"  version from {version['source']}", style="dim")
+                console.print(f"  version from {e(version['source'])}", style="dim")
         for problem in w.get("problems", []):
-            console.print(f"  [yellow]![/yellow] {problem}", soft_wrap=True)
+            console.print(f"  [yellow]![/yellow] {e(problem)}", soft_wrap=True)
 
 
 def inspect_cmd(

@@ -34,7 +34,7 @@ def journal_cmd(target: str = TARGET, backup_dir: str = BACKUP_DIR, json_out: bo
         console.print(f"no changes recorded for {target}")
         return 0
     for c in changes:
-        console.print(f"{c['id']}  {c['status']:<11} {c['summary']}", soft_wrap=True)
+        console.print(f"{c['id']}  {c['status']:<11} {c['summary']}", soft_wrap=True, markup=False)
         for f in c.get("files", []):
             if f["sha256_before"] is None:
                 console.print(f"    {f['path']}: created, sha256 {f['sha256_after'][:12]}..", soft_wrap=True, markup=False)

@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
+
+# Text from a disk (names, paths, values) must reach the terminal inert: no escape sequences, no
+# carriage returns or bidi overrides that redraw or reorder what the user reads. Tabs and newlines
+# stay. Rich markup in such text is escaped by the callers (rich.markup.escape) where markup is on.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control and bidi-override characters shown as \\xNN / \\uNNNN escapes."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+
+
+class SafeConsole(Console):
+    """A rich Console that renders every string (table cells included) through ``printable``."""
+
+    def render_str(self, text, *args, **kwargs):
+        return super().render_str(printable(text), *args, **kwargs)
+
 
 # Progress, warnings and notes go to stderr; tables and JSON to stdout.
-err = Console(stderr=True, highlight=False)
+err = SafeConsole(stderr=True, highlight=False)
 
 
 def out() -> Console:
     """stdout; long lines are not wrapped when stdout is a pipe or file."""
-    return Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+    return SafeConsole(highlight=False, soft_wrap=not sys.stdout.isatty())
+
+
+def write_lines(lines) -> None:
+    """Plain text to stdout, one line each, made inert by ``printable``."""
+    sys.stdout.write("".join(printable(line) + "\n" for line in lines))
 
 
 def _default(obj: Any) -> Any:
@@ -38,7 +63,7 @@ def emit_json(doc: Any) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 def show_progress(json_mode: bool) -> bool:

@@ -8,12 +8,11 @@ install's hive files; CurrentControlSet resolves to the control set that boots (
 
 from __future__ import annotations
 
-import sys
 
 import typer
 
 from offline_fix.cli.common import BACKUP_DIR, DRY_RUN, IGNORE_HIBERNATION, INSTALL, JSON, TARGET, open_install
-from offline_fix.cli.output import emit_json, out, report_change, warn
+from offline_fix.cli.output import emit_json, report_change, warn, write_lines
 from offline_fix.errors import NotFound, Refused
 
 reg_app = typer.Typer(help="reg.exe's query, add and delete on an offline Windows install (reg.exe switches work: /v /t /d /f /s /ve).",
@@ -102,7 +101,7 @@ def query_cmd(
                 for s in k.subkeys():
                     lines.append("")
                     lines.append(f"{display}\\{s.name}")
-        sys.stdout.write("\n".join(lines) + "\n")
+        write_lines(lines)
         return 0
 
 

@@ -13,14 +13,13 @@ Registered on the ``drivers`` sub-app (offline_fix/cli/drivers.py).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import typer
 
 from offline_fix.cli.common import BACKUP_DIR, INSTALL, JSON, TARGET, open_install
-from offline_fix.cli.output import emit_json, warn
+from offline_fix.cli.output import emit_json, warn, write_lines
 from offline_fix.errors import NotFound, OfflineFixError, PermissionDenied
 
 MAX_WHOLE_READ = 64 << 20  # drivers up to this size are read in one piece, larger ones streamed
@@ -253,4 +252,4 @@ def _render(target: str, results, line: str) -> None:
         cells = [r[i].ljust(widths[i]) if widths[i] else r[i] for i in range(len(r))]
         lines.append("  ".join(cells).rstrip())
     lines.append(line)
-    sys.stdout.write("\n".join(lines) + "\n")
+    write_lines(lines)

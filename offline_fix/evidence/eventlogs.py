@@ -63,6 +63,11 @@ EVTX_HEADER_BLOCK = 4096
 EVTX_CHUNK = 65536
 EVTX_FLAG_DIRTY = 1
 MIN_RECORD = 24  # the smallest possible record; bounds how many records a file can hold
+EVTX_CHUNK_SIGNATURE = b"ElfChnk\0"
+# Chunk header (libyal, "Windows XML Event Log (EVTX) format", 3.1): the common string offset
+# table (64 x u32 at 0x80) and the template pointer table (32 x u32 at 0x180) head linked lists
+# (each string / template definition starts with the chunk offset of the next one, 0 ends it).
+EVTX_CHUNK_CHAINS = ((0x80, 64, "string"), (0x180, 32, "template"))
 MAX_ERROR_FINDINGS = 10
 
 # The logs diagnose reads, by file name in Windows\System32\winevt\Logs (matched case-insensitively).
@@ -617,6 +622,59 @@ def _check_header(f: BinaryIO, name: str, result: LogResult) -> None:
     f.seek(0)
 
 
+def _looping_chunks(f: BinaryIO, size: int) -> dict[int, str]:
+    """{file offset: why} of the chunks whose string or template chains loop. The evtx package
+    follows these chains without a visited set, holding the GIL: a loop hangs the process for
+    good (found by fuzzing), so such chunks are never handed to it."""
+    bad = {}
+    offset = EVTX_HEADER_BLOCK
+    while offset + 0x200 <= size:
+        f.seek(offset)
+        chunk = f.read(EVTX_CHUNK)
+        if chunk[:8] == EVTX_CHUNK_SIGNATURE:
+            for table, count, what in EVTX_CHUNK_CHAINS:
+                for i in range(count):
+                    (link,) = struct.unpack_from("<I", chunk, table + 4 * i)
+                    seen = set()
+                    while link and link + 4 <= len(chunk):  # every hop is new (seen), so this ends
+                        if link in seen:
+                            bad[offset] = f"its {what} table entry {i} leads into a loop (at chunk offset {link:#x})"
+                            break
+                        seen.add(link)
+                        (link,) = struct.unpack_from("<I", chunk, link)
+                    if offset in bad:
+                        break
+                if offset in bad:
+                    break
+        offset += EVTX_CHUNK
+    f.seek(0)
+    return bad
+
+
+class _SkipChunks:
+    """A read-only view of a log in which the given chunks lose their signature, so that the
+    evtx package reports them as unreadable and goes on with the next one."""
+
+    def __init__(self, f: BinaryIO, chunks) -> None:
+        self.f = f
+        self.hidden = sorted(chunks)
+
+    def read(self, n: int = -1) -> bytes:
+        start = self.f.tell()
+        data = bytearray(self.f.read(n))
+        for chunk in self.hidden:
+            lo, hi = max(start, chunk), min(start + len(data), chunk + len(EVTX_CHUNK_SIGNATURE))
+            if lo < hi:
+                data[lo - start:hi - start] = bytes(hi - lo)
+        return bytes(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
 def read_log(source: str | os.PathLike | BinaryIO, name: str | None = None, *, threads: int = 1) -> LogResult:
     """Read one .evtx file (path or seekable binary file object) and extract the events of interest.
 
@@ -642,10 +700,15 @@ def _read(f: BinaryIO, name: str, threads: int) -> LogResult:
     result = LogResult(path=name)
     _check_header(f, name, result)
     f.seek(0, os.SEEK_END)
-    max_steps = f.tell() // MIN_RECORD + 16  # every step yields a record or an error: bounded
+    size = f.tell()
+    max_steps = size // MIN_RECORD + 16  # every step yields a record or an error: bounded
     f.seek(0)
+    looping = _looping_chunks(f, size)
+    for offset, why in looping.items():
+        result.findings.append(Finding(WARNING, "evtx-bad-chunk",
+                                       f"chunk at offset {offset:#x} skipped: {why}", name, offset))
     try:
-        parser = evtx.PyEvtxParser(f, number_of_threads=threads)
+        parser = evtx.PyEvtxParser(_SkipChunks(f, looping) if looping else f, number_of_threads=threads)
     except (RuntimeError, OSError) as exc:
         raise EvtxError(f"the EVTX parser rejected the file: {exc}", path=name) from None
     records = parser.records_json()

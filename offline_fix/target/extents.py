@@ -70,11 +70,15 @@ def ntfs_file_layout(volume, path: str) -> FileLayout:
             raise Refused(f"{path} is EFS-encrypted; offline-fix does not write encrypted files")
         if flags & ATTR_SPARSE:
             raise Refused(f"{path} is a sparse file; offline-fix does not write sparse files")
-    size = record.size()
+    try:
+        size = record.size()
+        runs = list(attrs.dataruns())
+    except Exception as exc:  # dissect raises assorted errors on damaged mapping pairs
+        raise FilesystemError(f"{path}: data runs unreadable: {exc}") from None
     cluster = fs.ntfs.cluster_size
     extents = []
     file_offset = 0
-    for lcn, count in attrs.dataruns():
+    for lcn, count in runs:
         length = count * cluster
         if lcn is None:
             raise Refused(f"{path} has a sparse run at file offset {file_offset}; not written")
