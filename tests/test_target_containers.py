@@ -151,3 +151,28 @@ def test_qcow2_through_dissect(realdata):
     assert disk.size == 1024 * MiB
     assert disk.read(3, 8) == b"NTFS    "
     disk.close()
+
+
+def test_vhdx_huge_metadata_region_is_refused(raw_disk, tmp_path):
+    """A region table claiming a metadata region far larger than Windows makes is refused before
+    anything that size is read into memory."""
+    from dissect.util.hash.crc32c import crc32c
+
+    from offline_fix.target.vhdx import METADATA_GUID, REGION_ENTRY, REGION_HEADER, REGION_TABLE_OFFSETS
+
+    image = _convert(raw_disk, tmp_path, "vhdx", "subformat=dynamic", ".vhdx")
+    data = bytearray(image.read_bytes())
+    data += bytes(80 * MiB)  # room, so that the region still lies inside the file
+    for base in REGION_TABLE_OFFSETS:
+        count = struct.unpack_from("<I", data, base + 8)[0]
+        for i in range(count):
+            at = base + REGION_HEADER.size + i * REGION_ENTRY.size
+            guid, offset, length, required = REGION_ENTRY.unpack_from(data, at)
+            if guid == METADATA_GUID.bytes_le:
+                REGION_ENTRY.pack_into(data, at, guid, offset, 72 * MiB, required)
+        data[base + 4:base + 8] = bytes(4)
+        struct.pack_into("<I", data, base + 4, crc32c(bytes(data[base:base + 64 * 1024])))
+    big = tmp_path / "big.vhdx"
+    big.write_bytes(data)
+    with pytest.raises(VhdxError, match="implausibly large"):
+        open_disk(str(big))

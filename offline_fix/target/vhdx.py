@@ -59,6 +59,7 @@ METADATA_HEADER = struct.Struct("<8sHH20s")  # Signature "metadata", Reserved, E
 METADATA_ENTRY = struct.Struct("<16sIII4s")  # ItemId, Offset, Length, flags, Reserved
 assert METADATA_HEADER.size == 32 and METADATA_ENTRY.size == 32
 MAX_METADATA_ENTRIES = 2047
+MAX_METADATA_REGION = 64 * MiB  # Windows makes 1 MiB; read no more than this into memory
 
 FILE_PARAMETERS = uuid.UUID("CAA16737-FA36-4D43-B3B6-33F0AA44E76B")
 VIRTUAL_DISK_SIZE = uuid.UUID("2FA54224-CD1B-4876-B211-5DBED83BF4B8")
@@ -184,6 +185,9 @@ class VhdxFile:
 
     def _read_metadata(self) -> None:
         base, length = self.regions[METADATA_GUID]
+        if length > MAX_METADATA_REGION:
+            raise VhdxError("VHDX metadata region implausibly large", offset=base,
+                            expected=f"<= {MAX_METADATA_REGION}", found=length)
         raw = _read_exact(self.fh, base, length, "metadata region")
         signature, _, count, _ = METADATA_HEADER.unpack_from(raw)
         if signature != b"metadata":
