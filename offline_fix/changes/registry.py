@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from offline_fix.changes.engine import Change, FilePatch, Range
 from offline_fix.errors import NotFound
 from offline_fix.hive import Hive
-from offline_fix.hive.baseblock import BASE_BLOCK_SIZE, BaseBlock
+from offline_fix.hive.baseblock import BASE_BLOCK_SIZE, BaseBlock, in_progress
 from offline_fix.hive.writer import HiveWriter
 
 MAX_HIVE = 512 * 1024 * 1024
@@ -114,8 +114,8 @@ def diff_ranges(before: bytes, after: bytes) -> list[Range]:
 
 
 def hive_stages(before: bytes, after: bytes) -> list[list[Range]]:
-    """Windows' write order: first the base block with only the primary sequence number moved on
-    (the hive reads as dirty until the end), then the hive bins, then the final base block."""
+    """Windows' write order: first the base block marked "write in progress" (baseblock.in_progress:
+    the hive reads as dirty until the end), then the hive bins, then the final base block."""
     if len(before) != len(after):
         whole = [Range(0, before, after)]
         return [whole]
@@ -124,9 +124,7 @@ def hive_stages(before: bytes, after: bytes) -> list[list[Range]]:
     body = [r for r in ranges if r.offset >= BASE_BLOCK_SIZE]
     if not head or not body:
         return [ranges]
-    old_block = BaseBlock.parse(before[:BASE_BLOCK_SIZE])
-    new_block = BaseBlock.parse(after[:BASE_BLOCK_SIZE])
-    marker = old_block.updated(sequence1=new_block.sequence1).to_bytes()
+    marker = in_progress(BaseBlock.parse(before[:BASE_BLOCK_SIZE]), BaseBlock.parse(after[:BASE_BLOCK_SIZE])).to_bytes()
     stage1 = diff_ranges(before[:BASE_BLOCK_SIZE], marker)
     stage3 = diff_ranges(marker, after[:BASE_BLOCK_SIZE])
     # Undo writes stages back in reverse: old bytes of stage 3 are the marker's; make them the

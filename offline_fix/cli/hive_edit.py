@@ -102,7 +102,7 @@ def _fsync_write(fh, offset: int, data: bytes) -> None:
 def patch_in_place(path: str, original: bytes, commit) -> None:
     """Apply ``commit`` to the hive file at ``path`` (which must still hold ``original``):
     base block marked dirty, cells, final base block; each step fsynced."""
-    from offline_fix.hive.baseblock import BASE_BLOCK_SIZE, BaseBlock
+    from offline_fix.hive.baseblock import BASE_BLOCK_SIZE, BaseBlock, in_progress
 
     if not commit.ranges:
         return
@@ -114,9 +114,7 @@ def patch_in_place(path: str, original: bytes, commit) -> None:
     with fh:
         if fh.read() != original:
             raise Refused("the hive file changed while offline-fix was working on it; nothing written", path=path)
-        block = BaseBlock.parse(final[:BASE_BLOCK_SIZE])
-        old = BaseBlock.parse(original[:BASE_BLOCK_SIZE])
-        dirty = block.updated(sequence2=old.sequence2)  # sequence1 new, sequence2 old: "write in progress"
+        dirty = in_progress(BaseBlock.parse(original[:BASE_BLOCK_SIZE]), BaseBlock.parse(final[:BASE_BLOCK_SIZE]))
         _fsync_write(fh, 0, dirty.to_bytes())
         if commit.grows:
             fh.truncate(commit.new_size)

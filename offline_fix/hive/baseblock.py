@@ -205,6 +205,13 @@ class BaseBlock:
         }
 
 
+def in_progress(before: BaseBlock, after: BaseBlock) -> BaseBlock:
+    """The base block written first when a hive is changed in place: ``after`` with the old
+    secondary sequence number, so that the hive reads as dirty ("a write is in progress") until the
+    final base block is written last, as the specification describes Windows' own writes."""
+    return after.updated(sequence2=before.sequence2)
+
+
 def new_base_block(*, root_cell: int, hive_bins_size: int, timestamp: int, file_name: str = "",
                    minor: int = 5, sequence: int = 1) -> BaseBlock:
     """A fresh primary-file base block, clean (both sequence numbers equal)."""
