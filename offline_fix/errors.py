@@ -7,6 +7,8 @@ Errors about input name what was being read and where: ``offset``, ``field``, ``
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 class OfflineFixError(Exception):
     """Root of every error offline-fix raises on purpose."""
@@ -95,3 +97,19 @@ class VerificationFailed(OfflineFixError):
     """Sound input that is not trusted, or a write whose independent re-read disagreed."""
 
     exit_code = 8
+
+
+@contextmanager
+def input_file(path: str, what: str):
+    """Open ``path`` for reading in binary; the OS's refusals become NotFound or PermissionDenied
+    naming ``what`` ("dump file", "event log" ...)."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise NotFound(f"{what} not found", path=path) from None
+    except IsADirectoryError:
+        raise NotFound(f"{what}: the path is a folder, not a file", path=path) from None
+    except PermissionError:
+        raise PermissionDenied(f"cannot read the {what}", path=path) from None
+    with fh:
+        yield fh

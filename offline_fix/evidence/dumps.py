@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from offline_fix.errors import CorruptInput, NotFound, PermissionDenied
+from offline_fix.errors import CorruptInput, NotFound, PermissionDenied, input_file
 from offline_fix.evidence import bugchecks
 from offline_fix.evidence.timeline import CRASH, WARNING, Entry, Finding, filetime_to_datetime, iso
 
@@ -479,15 +479,8 @@ def read_dump(source: str | os.PathLike | BinaryIO, name: str | None = None) -> 
     PermissionDenied for a path that cannot be opened."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        try:
-            with open(path, "rb") as f:
-                return _read(f, name or path)
-        except FileNotFoundError:
-            raise NotFound("dump file not found", path=path) from None
-        except PermissionError:
-            raise PermissionDenied("cannot read dump file", path=path) from None
-        except IsADirectoryError:
-            raise NotFound("not a file", path=path) from None
+        with input_file(path, "dump file") as f:
+            return _read(f, name or path)
     return _read(source, name or getattr(source, "name", "<stream>"))
 
 

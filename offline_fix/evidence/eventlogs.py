@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PureWindowsPath
 from typing import BinaryIO, Callable, Iterable
 
-from offline_fix.errors import CorruptInput, NotFound, PermissionDenied
+from offline_fix.errors import CorruptInput, NotFound, PermissionDenied, input_file
 from offline_fix.evidence import bugchecks
 from offline_fix.evidence.timeline import (
     BOOT, CI_FAILURE, CRASH, DRIVER_CHANGE, DRIVER_FAILURE, INFO, SHUTDOWN, UPDATE, WARNING,
@@ -682,15 +682,8 @@ def read_log(source: str | os.PathLike | BinaryIO, name: str | None = None, *, t
     when the path cannot be opened. Damage inside the log becomes findings on the result."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        try:
-            with open(path, "rb") as f:
-                return _read(f, name or path, threads)
-        except FileNotFoundError:
-            raise NotFound("event log not found", path=path) from None
-        except PermissionError:
-            raise PermissionDenied("cannot read event log", path=path) from None
-        except IsADirectoryError:
-            raise NotFound("not a file", path=path) from None
+        with input_file(path, "event log") as f:
+            return _read(f, name or path, threads)
     return _read(source, name or getattr(source, "name", "<stream>"), threads)
 
 

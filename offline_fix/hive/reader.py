@@ -21,7 +21,7 @@ import struct
 from collections.abc import Iterator
 from datetime import datetime
 
-from offline_fix.errors import NotFound
+from offline_fix.errors import NotFound, input_file
 from offline_fix.hive.baseblock import BASE_BLOCK_SIZE, HBIN_START, BaseBlock, filetime_to_datetime
 from offline_fix.hive.cells import MAX_HIVE_BINS_SIZE, BinMap, iter_cells
 from offline_fix.hive.errors import BaseBlockError, CellError, HiveBinError, HiveError
@@ -117,19 +117,10 @@ def _split_path(path: str) -> list[str]:
 def _read_file(path: str) -> bytes:
     """The whole file, after its first 4096 bytes were found to be a REGF base block (so that a
     disk image given by mistake is refused before it is read into memory)."""
-    from offline_fix.errors import PermissionDenied
-
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(BASE_BLOCK_SIZE)
-            BaseBlock.parse(head, what=f"{path}: base block")
-            return head + fh.read()
-    except FileNotFoundError as exc:
-        raise NotFound("hive file not found", path=path) from exc
-    except IsADirectoryError as exc:
-        raise NotFound("hive path is a directory, not a file", path=path) from exc
-    except PermissionError as exc:
-        raise PermissionDenied("cannot read the hive file", path=path) from exc
+    with input_file(path, "hive file") as fh:
+        head = fh.read(BASE_BLOCK_SIZE)
+        BaseBlock.parse(head, what=f"{path}: base block")
+        return head + fh.read()
 
 
 def _read_source(source) -> tuple[bytes | bytearray, str | None]:

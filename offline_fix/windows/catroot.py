@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from offline_fix.errors import CorruptInput, NotFound, OfflineFixError
+from offline_fix.errors import CorruptInput, NotFound, OfflineFixError, input_file
 from offline_fix.signing.index import (
     MAX_CATALOG_SIZE,
     STATUS_EMPTY,
@@ -348,20 +348,11 @@ def make_baseline(inv: Inventory, *, source: str = "") -> dict:
 
 def load_baseline(path: str) -> dict:
     """Read and check a baseline file; BaselineError names what is wrong."""
-    try:
-        size = os.path.getsize(path)
+    with input_file(path, "baseline file") as fh:
+        size = os.fstat(fh.fileno()).st_size
         if size > MAX_BASELINE_SIZE:
             raise BaselineError("baseline file too large", path=path, expected=f"<= {MAX_BASELINE_SIZE}", found=size)
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_BASELINE_SIZE + 1)
-    except FileNotFoundError:
-        raise NotFound("baseline file not found", path=path) from None
-    except IsADirectoryError:
-        raise NotFound("baseline path is a folder", path=path) from None
-    except PermissionError:
-        from offline_fix.errors import PermissionDenied
-
-        raise PermissionDenied("cannot read the baseline file", path=path) from None
+        raw = fh.read(MAX_BASELINE_SIZE + 1)
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
