@@ -12,6 +12,7 @@ import os
 from offline_fix.errors import NotFound, PermissionDenied
 from offline_fix.target import platform
 from offline_fix.target.errors import ContainerError
+from offline_fix.target.stream import ReadOnlyStream
 
 MAGICS = (
     (0, b"vhdxfile", "vhdx"),
@@ -71,22 +72,9 @@ class Disk:
         self.fh.close()
 
 
-class _Window(io.RawIOBase):
+class _Window(ReadOnlyStream):
     def __init__(self, disk: Disk, offset: int, size: int) -> None:
         self.disk, self.base, self.size, self.pos = disk, offset, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self.pos = {io.SEEK_SET: offset, io.SEEK_CUR: self.pos + offset, io.SEEK_END: self.size + offset}[whence]
-        return self.pos
 
     def readinto(self, buf) -> int:
         n = max(0, min(len(buf), self.size - self.pos))

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import BinaryIO
 
-from offline_fix.errors import NotFound, Refused, Unsupported
+from offline_fix.errors import NotFound, Unsupported
 from offline_fix.target.errors import FilesystemError
 from offline_fix.target.fs import Entry, FileSystem, split_path
+from offline_fix.target.stream import ReadOnlyStream
 
 # -- structures (fatgen103 section 3: the boot sector and BPB) -------------------------------------
 # offset  size  name
@@ -503,27 +504,11 @@ class FatFS(FileSystem):
         return io.BufferedReader(_FatFile(self, path, size, runs), buffer_size=65536)
 
 
-class _FatFile(io.RawIOBase):
+class _FatFile(ReadOnlyStream):
     """A file's bytes over its runs; reads stop at the file size."""
 
     def __init__(self, fs: FatFS, path: str, size: int, runs: list[tuple[int, int, int]]) -> None:
         self.fs, self.path, self.size, self.runs, self.pos = fs, path, size, runs, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise Refused(f"{self.path}: seek before the start of the file")
-        self.pos = base + offset
-        return self.pos
 
     def readinto(self, buf) -> int:
         want = min(len(buf), max(0, self.size - self.pos))

@@ -14,13 +14,13 @@ libyal/libfsntfs (documentation only).
 
 from __future__ import annotations
 
-import io as _io
 import struct as _struct
 from dataclasses import dataclass
 from datetime import datetime
 
 from offline_fix.errors import OfflineFixError, Refused
 from offline_fix.target.errors import FilesystemError
+from offline_fix.target.stream import ReadOnlyStream
 
 # FILE_RECORD_SEGMENT_HEADER
 _FRS = _struct.Struct("<4sHH"  # 0x00 MULTI_SECTOR_HEADER: Signature "FILE", UpdateSequenceArrayOffset, ...Size
@@ -391,7 +391,7 @@ def _data_size(data: tuple) -> int:
     return len(data[1]) if data[0] == "resident" else data[2]
 
 
-class _RunStream(_io.RawIOBase):
+class _RunStream(ReadOnlyStream):
     """A read-only stream over the unnamed $DATA of a record read by _RawNtfs: resident bytes, or
     its data runs on the volume (sparse runs and bytes past ValidDataLength read as zeros)."""
 
@@ -402,22 +402,6 @@ class _RunStream(_io.RawIOBase):
             self.resident, self.runs, self.size, self.valid = data[1], [], len(data[1]), len(data[1])
         else:
             self.resident, (self.runs, self.size, self.valid) = None, data[1:]
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self.pos, 2: self.size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self.pos = base + offset
-        return self.pos
 
     def read(self, size: int | None = -1) -> bytes:
         n = self.size - self.pos if size is None or size < 0 else min(size, self.size - self.pos)

@@ -194,7 +194,7 @@ def _read_logical(read, disk_size, ss, extended_start, table) -> None:
 
 def _parse_gpt_header(raw: bytes, lba: int, disk_size: int, ss: int):
     fields = GPT_HEADER.unpack_from(raw)
-    signature, _rev, header_size, crc = fields[0], fields[1], fields[2], fields[3]
+    signature, header_size, crc = fields[0], fields[2], fields[3]
     if signature != b"EFI PART":
         return None, f"no GPT signature at LBA {lba}"
     if not 92 <= header_size <= ss:
