@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from offline_fix.atomic import fsync_dir
 from offline_fix.changes import guards, journal as J
 from offline_fix.changes.independent import ImageReader, read_file_in_folder
 from offline_fix.changes.state import ensure_state_dir
@@ -340,7 +341,7 @@ class WriteSession:
             out[patch.path] = os.path.relpath(dest, self.state_dir)
         for new in change.creates:
             out[new.path] = None  # did not exist: undo deletes it
-        J.fsync_dir(folder)
+        fsync_dir(folder)
         return out
 
     def _folder_ops(self, change: Change) -> list[dict]:
@@ -373,7 +374,7 @@ class WriteSession:
                     _replace_file(op["host_path"], contents[op["file"]], create=True)
                 elif os.path.lexists(op["host_path"]):
                     os.unlink(op["host_path"])
-                    J.fsync_dir(os.path.dirname(op["host_path"]))
+                    fsync_dir(os.path.dirname(op["host_path"]))
         for op, patch in zip([o for o in folder_ops if o["mode"] != "create"], change.patches):
             content = patch.after if forward else patch.before
             if op["mode"] == "replace":
@@ -464,7 +465,7 @@ class WriteSession:
                     host = self._entry_host_path(entry, f["path"])
                     if os.path.lexists(host):
                         os.unlink(host)
-                        J.fsync_dir(os.path.dirname(host))
+                        fsync_dir(os.path.dirname(host))
                     continue
                 with open(os.path.join(self.state_dir, f["backup"]), "rb") as fh:
                     original = fh.read()
@@ -548,4 +549,4 @@ def _replace_file(host_path: str, content: bytes, *, create: bool = False) -> No
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    J.fsync_dir(folder)
+    fsync_dir(folder)
