@@ -121,9 +121,9 @@ def test_bulk_index_equals_adding_one_by_one():
 
     d1, d2, d3 = b"\1" * 20, b"\2" * 32, b"\3" * 20
     entries = [
-        CatalogEntry("a.cat", "k/a", 1, 1, STATUS_OK, None, 2, None, [("sha1", d1), ("sha256", d2), ("sha1", d1)]),
-        CatalogEntry("b.cat", "k/b", 1, 1, STATUS_OK, None, 2, None, [("sha256", d2), ("unknown", d1)]),
-        CatalogEntry("c.cat", "k/c", 1, 1, STATUS_OK, None, 1, None, [("sha1", d3)]),
+        CatalogEntry("a.cat", "k/a", 1, 1, STATUS_OK, None, 2, None, ["sha1", "sha256", "sha1"], [d1, d2, d1]),
+        CatalogEntry("b.cat", "k/b", 1, 1, STATUS_OK, None, 2, None, ["sha256", "unknown"], [d2, d1]),
+        CatalogEntry("c.cat", "k/c", 1, 1, STATUS_OK, None, 1, None, ["sha1"], [d3]),
     ]
     bulk = CatalogIndex(entries)
     single = CatalogIndex([])

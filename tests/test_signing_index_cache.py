@@ -20,9 +20,9 @@ def entries() -> list[CatalogEntry]:
     rng = random.Random(9)
     return [
         CatalogEntry("A.cat", "/c/A.cat", 10, 123456789012345678, "ok", None, 2, "catalog_list_member_v2",
-                     [("sha1", rng.randbytes(20)), ("sha256", rng.randbytes(32)), ("1.2.3", b"xy")]),
-        CatalogEntry("bad \udcff.cat", "/c/bad \udcff.cat", 0, -1, "unparsable", "broken (offset 0x2)", 0, None, []),
-        CatalogEntry("é.cat", "/c/é.cat", 7, 0, "unsigned", None, 1, "catalog_list_member", [("sha1", b"\0" * 20)]),
+                     ["sha1", "sha256", "1.2.3"], [rng.randbytes(20), rng.randbytes(32), b"xy"]),
+        CatalogEntry("bad \udcff.cat", "/c/bad \udcff.cat", 0, -1, "unparsable", "broken (offset 0x2)", 0, None, [], []),
+        CatalogEntry("é.cat", "/c/é.cat", 7, 0, "unsigned", None, 1, "catalog_list_member", ["sha1"], [b"\0" * 20]),
     ]
 
 

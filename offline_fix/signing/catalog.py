@@ -118,7 +118,6 @@ class Catalog:
     list_identifier: bytes | None
     members: list[Member]
     attributes: dict[str, str]       # catalog-level CAT_NAMEVALUE extensions (OS, HWID ...)
-    certificate_count: int
 
     def index_digests(self) -> list[tuple[str, bytes]]:
         out = []
@@ -340,23 +339,16 @@ def _parse(buf: bytes, details: bool, scan: MemberScan | None = None) -> Catalog
         e, pos, digest_algorithms, ctl_start, ctl_end = _head(buf, n)
     else:
         e, pos, digest_algorithms, ctl_end, fields = head
-    # After the content: [0] certificates, [1] crls, then signerInfos.
-    cert_count = 0
-    signer_count = None
-    while pos < e:
-        tag, xs, xe, nxt = _tlv(buf, pos, e, "SignedData")
-        if tag == D.CONTEXT_0:
-            cert_count = _count(buf, xs, xe, "certificates")
-        elif tag == D.SET:
-            signer_count = _count(buf, xs, xe, "signerInfos")
-        pos = nxt
-    if signer_count is None:
-        raise CatalogError("SignedData has no signerInfos", field="SignedData.signerInfos")
+        digest_algorithms = list(digest_algorithms)
+    signer_count = _signer_count(buf, pos, e)
     if head is None:
         list_id, this_update, list_type, pos = _ctl_fields(buf, ctl_start, ctl_end)
     else:
-        list_id, (time_tag, time_at, time_raw), list_type, pos = fields
+        list_id, (time_tag, time_at, time_raw), list_type, pos, member_list = fields
         this_update = _this_update(time_tag, time_raw, time_at)
+        if member_list is not None and scan is not None:  # the regex found its header already
+            scan(buf, *member_list)
+            pos = member_list[1]
     members: list[Member] = []
     attributes: dict[str, str] = {}
     while pos < ctl_end:
@@ -374,8 +366,21 @@ def _parse(buf: bytes, details: bool, scan: MemberScan | None = None) -> Catalog
     return Catalog(
         signed=signer_count > 0, signer_count=signer_count, digest_algorithms=digest_algorithms,
         member_list_type=list_type, this_update=this_update,
-        list_identifier=list_id, members=members, attributes=attributes, certificate_count=cert_count,
+        list_identifier=list_id, members=members, attributes=attributes,
     )
+
+
+def _signer_count(buf: bytes, pos: int, end: int) -> int:
+    """After SignedData's contentInfo: [0] certificates and [1] crls (their contents are
+    verify.py's business), then signerInfos, whose SignerInfos are counted."""
+    count = None
+    while pos < end:
+        tag, s, e, pos = _tlv(buf, pos, end, "SignedData")
+        if tag == D.SET:
+            count = _count(buf, s, e, "signerInfos")
+    if count is None:
+        raise CatalogError("SignedData has no signerInfos", field="SignedData.signerInfos")
+    return count
 
 
 def _head(buf: bytes, n: int) -> tuple[int, int, list[str], int, int]:
@@ -502,32 +507,48 @@ _HEAD = re.compile(
     + re.escape(_SUBJECT_USAGE)                                           # subjectUsage
     + rb"\x04\x10(.{16})"                                                  # 8 listIdentifier
     + rb"(\x17\x0d.{13}|\x18\x0f.{15})"                                     # 9 ctlThisUpdate
-    + _alternatives(_SUBJECT_ALGORITHMS),                                 # 10 subjectAlgorithm
+    + _alternatives(_SUBJECT_ALGORITHMS)                                  # 10 subjectAlgorithm
+    + rb"(?:\x30" + _LEN + rb")?",                                         # 11 trustedSubjects
     re.DOTALL)
-_HEAD_LENGTHS = (1, 2, 3, 5, 6, 7)
 
 
 def _common_head(buf: bytes, n: int) -> tuple | None:
     """What _head and _ctl_fields return for the common shape, else None.
 
     Returns (SignedData end, offset after contentInfo, digestAlgorithms, CTL end,
-    (listIdentifier, (time tag, time offset, time contents), member list type, next offset)).
+    (listIdentifier, (time tag, time offset, time contents), member list type, offset after
+    subjectAlgorithm, (member list content start, end) or None)).
     """
     m = _HEAD.match(buf)
     if m is None:
         return None
+    # each end: after the length octets (a short form, or 0x81..0x83 and 1..3 octets) + the length
+    fb = int.from_bytes
     regs = m.regs
-    ends = []
-    for group in _HEAD_LENGTHS:  # each: the length octets, first one included
-        s, e = regs[group]
-        ends.append(e + (buf[s] if e - s == 1 else int.from_bytes(buf[s + 1:e], "big")))
-    info_end, wrap_end, sd_end, content_info_end, ctl_wrap_end, ctl_end = ends
-    if not m.end() <= ctl_end <= ctl_wrap_end <= content_info_end <= sd_end <= wrap_end <= info_end <= n:
+    s, e = regs[1]
+    info_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
+    s, e = regs[2]
+    wrap_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
+    s, e = regs[3]
+    sd_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
+    s, e = regs[5]
+    content_info_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
+    s, e = regs[6]
+    ctl_wrap_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
+    s, e = regs[7]
+    ctl_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
+    if not m.end(10) <= ctl_end <= ctl_wrap_end <= content_info_end <= sd_end <= wrap_end <= info_end <= n:
         return None
-    time_at, time_end = m.span(9)
+    member_list = None
+    s, e = regs[11]
+    if s >= 0:
+        member_list = (e, e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big")))
+        if member_list[1] > ctl_end:
+            return None
+    time_at, time_end = regs[9]
     fields = (m.group(8), (buf[time_at], time_at, buf[time_at + 2:time_end]),
-              _SUBJECT_ALGORITHMS[m.group(10)], m.end())
-    return sd_end, content_info_end, list(_ALGORITHM_SETS[m.group(4)]), ctl_end, fields
+              _SUBJECT_ALGORITHMS[m.group(10)], m.end(10), member_list)
+    return sd_end, content_info_end, _ALGORITHM_SETS[m.group(4)], ctl_end, fields
 
 
 def read_catalog(path: str, *, details: bool = True, max_size: int = 256 << 20) -> Catalog:

@@ -46,12 +46,14 @@ MAX_SHAPE_LENGTH = 4096   # longer members are always parsed (their shapes rarel
 
 
 class IndexFacts(NamedTuple):
-    """What the catalog index keeps of one catalog."""
+    """What the catalog index keeps of one catalog: every member digest, and beside it (same
+    position) the name of its algorithm."""
 
     signed: bool
     member_count: int
     member_list_type: str
-    digests: list[tuple[str, bytes]]
+    algorithms: list[str]
+    digests: list[bytes]
 
 
 class _Shape(NamedTuple):
@@ -174,7 +176,13 @@ class _Scan:
     def __init__(self, shapes: ShapeCache) -> None:
         self.shapes = shapes
         self.count = 0
-        self.digests: list[tuple[str, bytes]] = []
+        self.algorithms: list[str] = []
+        self.digests: list[bytes] = []
+
+    def extend(self, pairs: list[tuple[str, bytes]]) -> None:
+        for algorithm, digest in pairs:
+            self.algorithms.append(algorithm)
+            self.digests.append(digest)
 
     def __call__(self, buf: bytes, start: int, end: int) -> None:
         shapes = self.shapes
@@ -184,11 +192,11 @@ class _Scan:
             parts = shapes.simple.split(buf[start:end])
             if not any(parts[::shapes.simple_groups + 1]):
                 found = list(filter(None, parts))
-                self.digests.extend(zip(map(_ALGORITHM_BY_LENGTH.__getitem__, map(len, found)), found))
+                self.algorithms.extend(map(_ALGORITHM_BY_LENGTH.__getitem__, map(len, found)))
+                self.digests.extend(found)
                 self.count += len(found)
                 return
-        out = self.digests
-        add = out.append
+        add_algorithm, add_digest, extend = self.algorithms.append, self.digests.append, self.extend
         chunks = self.shapes.chunks
         finditer, table = (chunks[0][0].finditer, chunks[0][1]) if chunks else (None, None)
         count = 0
@@ -204,13 +212,15 @@ class _Scan:
                     if shape[3]:
                         digest = buf[pos + shape[2]:pos + shape[3]]
                         if tag == digest:  # v2: the tag is the digest, listed once
-                            add((shape[4], digest))
+                            add_algorithm(shape[4])
+                            add_digest(digest)
                         else:
-                            out.extend(index_digests(tag, digest, shape[6]))
+                            extend(index_digests(tag, digest, shape[6]))
                     elif shape[5] is not None:
-                        add((shape[5], tag))
+                        add_algorithm(shape[5])
+                        add_digest(tag)
                     else:
-                        out.extend(index_digests(tag, None, None))
+                        extend(index_digests(tag, None, None))
                     pos = m.end()
                     count += 1
                 else:
@@ -226,7 +236,7 @@ class _Scan:
             shape = table[m.lastindex]
             if shape is not None:
                 digest = buf[pos + shape[2]:pos + shape[3]] if shape[3] else None
-                self.digests.extend(index_digests(buf[pos + shape[0]:pos + shape[1]], digest, shape[6]))
+                self.extend(index_digests(buf[pos + shape[0]:pos + shape[1]], digest, shape[6]))
                 return m.end()
         return self._slow(buf, pos, end)
 
@@ -238,7 +248,7 @@ class _Scan:
             raise CatalogError("element is not a SEQUENCE", offset=at, field="TrustedSubject", found=hex(tag))
         layout = MemberLayout()
         member = _member(buf, ms, me, False, layout)
-        self.digests.extend(member.index_digests())
+        self.extend(member.index_digests())
         self.shapes.learn(buf, at, pos, layout, member.digest_algorithm)
         return pos
 
@@ -257,12 +267,12 @@ def index_facts(data: bytes, *, path: str | None = None, shapes: ShapeCache | No
     except CatalogError:
         pass  # the full parser decides, and names the error
     else:
-        return IndexFacts(signed, scan.count, list_type, scan.digests)
+        return IndexFacts(signed, scan.count, list_type, scan.algorithms, scan.digests)
     finally:
         shapes.compile()
     cat = parse_catalog(buf, path=path, details=False)
-    digests = [d for m in cat.members for d in m.index_digests()]
-    return IndexFacts(cat.signed, len(cat.members), cat.member_list_type, digests)
+    pairs = [d for m in cat.members for d in m.index_digests()]
+    return IndexFacts(cat.signed, len(cat.members), cat.member_list_type, [a for a, _ in pairs], [d for _, d in pairs])
 
 
 def reset_shapes() -> None:

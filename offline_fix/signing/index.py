@@ -41,36 +41,63 @@ STATUS_EMPTY = "empty"
 STATUS_UNPARSABLE = "unparsable"
 
 
-@dataclass(slots=True, eq=False)
 class CatalogSource:
     """A catalog to index: a name, a stable key (its path), size, mtime and a way to read it."""
 
-    name: str
-    key: str
-    size: int
-    mtime_ns: int
-    read: Callable[[], bytes] = field(repr=False)
+    __slots__ = ("name", "key", "size", "mtime_ns", "_read")
+
+    def __init__(self, name: str, key: str, size: int | None, mtime_ns: int | None,
+                 read: Callable[[], bytes] | None) -> None:
+        self.name, self.key, self.size, self.mtime_ns, self._read = name, key, size, mtime_ns, read
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, size={self.size}, mtime_ns={self.mtime_ns})"
+
+    def stat(self) -> None:
+        """Make ``size`` and ``mtime_ns`` known (given up front here; see FileSource)."""
+
+    def read(self) -> bytes:
+        return self._read()
 
     @classmethod
-    def from_path(cls, path: Union[str, os.PathLike]) -> "CatalogSource":
+    def from_path(cls, path: Union[str, os.PathLike]) -> "FileSource":
         path = os.fspath(path)
+        source = FileSource(os.path.basename(path), path)
         try:
-            st = os.stat(path)
+            source.stat()
         except FileNotFoundError as e:
             raise NotFound("catalog not found", path=path) from e
         except PermissionError as e:
             raise PermissionDenied("cannot stat catalog", path=path) from e
-        return cls(os.path.basename(path), path, st.st_size, st.st_mtime_ns, _reader(path, st.st_size))
+        return source
 
 
-def _reader(path: str, size: int) -> Callable[[], bytes]:
-    """Read ``path`` whole: one read(2) of the listed size + 1 when the file did not change,
-    more (up to MAX_CATALOG_SIZE, else OSError EFBIG) when it grew or read short."""
-    def read() -> bytes:
-        fd = os.open(path, os.O_RDONLY)
+class FileSource(CatalogSource):
+    """A catalog file on this machine. Its size and mtime come from ``stat()`` when a cached
+    entry has to be compared, else from the open file as it is read (fstat: no second path
+    lookup, and they describe exactly the bytes that were read)."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, path: str) -> None:
+        self.name, self.key, self.size, self.mtime_ns, self._read = name, path, None, None, None
+
+    def stat(self) -> None:
+        if self.size is None:
+            st = os.stat(self.key)
+            self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+
+    def read(self) -> bytes:
+        """The whole file: one read(2) of its size + 1 when it does not change meanwhile, more
+        (up to MAX_CATALOG_SIZE, else OSError EFBIG) when it grows or reads short."""
+        fd = os.open(self.key, os.O_RDONLY)
         try:
-            data = os.read(fd, min(size, MAX_CATALOG_SIZE) + 1)
-            if len(data) == size:
+            st = os.fstat(fd)
+            self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+            if st.st_size > MAX_CATALOG_SIZE:
+                raise OSError(27, f"catalog larger than {MAX_CATALOG_SIZE} bytes")
+            data = os.read(fd, st.st_size + 1)
+            if len(data) == st.st_size:
                 return data
             parts = [data]
             total = len(data)
@@ -83,26 +110,20 @@ def _reader(path: str, size: int) -> Callable[[], bytes]:
         if total > MAX_CATALOG_SIZE:
             raise OSError(27, f"catalog larger than {MAX_CATALOG_SIZE} bytes")
         return b"".join(parts)
-    return read
 
 
 def catalog_sources(directory: Union[str, os.PathLike]) -> list[CatalogSource]:
-    """Every ``*.cat`` file (any case) directly inside ``directory``, sorted by name."""
+    """Every ``*.cat`` file (any case) directly inside ``directory``, sorted by name (one
+    directory read; nothing is stat'ed until it is needed)."""
     directory = os.fspath(directory)
-    out = []
     try:
         with os.scandir(directory) as it:
-            for entry in it:
-                if entry.name.lower().endswith(".cat") and entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    out.append(CatalogSource(entry.name, entry.path, st.st_size, st.st_mtime_ns,
-                                             _reader(entry.path, st.st_size)))
+            paths = {e.name: e.path for e in it if e.name[-4:].lower() == ".cat" and e.is_file(follow_symlinks=False)}
     except FileNotFoundError as e:
         raise NotFound("catalog folder not found", path=directory) from e
     except PermissionError as e:
         raise PermissionDenied("cannot list catalog folder", path=directory) from e
-    out.sort(key=lambda s: s.name.lower())
-    return out
+    return [FileSource(name, paths[name]) for name in sorted(paths, key=str.lower)]
 
 
 @dataclass(slots=True)
@@ -115,13 +136,20 @@ class CatalogEntry:
     error: str | None = None
     member_count: int = 0
     member_list_type: str | None = None
-    digests: list[tuple[str, bytes]] = field(default_factory=list)
+    # every member digest, and at the same position in ``algorithms`` the name of its algorithm
+    algorithms: list[str] = field(default_factory=list)
+    digests: list[bytes] = field(default_factory=list)
 
     @classmethod
     def cached(cls, key: str, name: str, size: int, mtime_ns: int, status: str, error: str | None,
-               member_count: int, member_list_type: str | None, digests: list) -> "CatalogEntry":
+               member_count: int, member_list_type: str | None, algorithms: list,
+               digests: list) -> "CatalogEntry":
         """From index_cache's fields (in index_cache.FIELDS order)."""
-        return cls(name, key, size, mtime_ns, status, error, member_count, member_list_type, digests)
+        return cls(name, key, size, mtime_ns, status, error, member_count, member_list_type, algorithms, digests)
+
+    def algorithms_of(self, digest: bytes) -> list[str]:
+        """The algorithms this catalog lists ``digest`` under (usually one), in order."""
+        return list(dict.fromkeys(a for a, d in zip(self.algorithms, self.digests) if d == digest))
 
 
 @dataclass(frozen=True)
@@ -134,14 +162,18 @@ class Hit:
 def parse_entry(source: CatalogSource) -> CatalogEntry:
     """Read and parse one catalog into an index entry; damage becomes a status, never an error."""
     entry = CatalogEntry(source.name, source.key, source.size, source.mtime_ns, STATUS_OK)
-    if source.size > MAX_CATALOG_SIZE:
+    if source.size is not None and source.size > MAX_CATALOG_SIZE:
         entry.status, entry.error = STATUS_UNPARSABLE, f"catalog larger than {MAX_CATALOG_SIZE} bytes"
         return entry
     try:
         data = source.read()
     except OSError as e:
+        # an unknown size or mtime is stored as -1: it matches no file, so the next run retries
+        entry.size = -1 if source.size is None else source.size
+        entry.mtime_ns = -1 if source.mtime_ns is None else source.mtime_ns
         entry.status, entry.error = STATUS_UNPARSABLE, f"cannot read: {e.strerror or e}"
         return entry
+    entry.size, entry.mtime_ns = source.size, source.mtime_ns  # a FileSource knows them now
     if not data:
         entry.status, entry.error = STATUS_EMPTY, "empty file"
         return entry
@@ -153,7 +185,7 @@ def parse_entry(source: CatalogSource) -> CatalogEntry:
     entry.status = STATUS_OK if facts.signed else STATUS_UNSIGNED
     entry.member_count = facts.member_count
     entry.member_list_type = facts.member_list_type
-    entry.digests = facts.digests
+    entry.algorithms, entry.digests = facts.algorithms, facts.digests
     return entry
 
 
@@ -164,66 +196,66 @@ class CatalogIndex:
                  stats: dict | None = None) -> None:
         self.entries: dict[str, CatalogEntry] = {}
         self._sources = sources or {}
-        # digest -> (key, algorithm), or a list of them when several catalogs (or algorithms) list it
-        self._by_digest: dict[bytes, tuple[str, str] | list[tuple[str, str]]] = {}
+        # digest -> the key of the catalog listing it, or a list of keys when several do (the
+        # algorithms are looked up in the entry: few lookups, many digests)
+        self._by_digest: dict[bytes, str | list[str]] = {}
         self._verified: dict[tuple, "SignatureResult"] = {}
         self.stats = stats or {}
         self._add_all(list(entries))
 
     def _add_all(self, entries: list[CatalogEntry]) -> None:
         """``add`` for many entries, with the per-digest work done by dict/zip/map in C: the
-        lists made here only differ from add's when digests repeat, which is handled apart."""
+        map made here only differs from add's when digests repeat, which is handled apart."""
         self.entries.update((e.key, e) for e in entries)
-        pairs = list(chain.from_iterable(e.digests for e in entries))
-        if not pairs:
+        digests = list(chain.from_iterable(e.digests for e in entries))
+        if not digests:
             return
-        algs, digests = zip(*pairs)
-        keys = chain.from_iterable(repeat(e.key, len(e.digests)) for e in entries)
-        by_digest = dict(zip(digests, zip(keys, algs)))
+        keys = [e.key for e in entries]
+        counts = [len(e.digests) for e in entries]
+        by_digest = dict(zip(digests, chain.from_iterable(map(repeat, keys, counts))))
         if len(by_digest) != len(digests):  # some digest is listed more than once
             seen: set[bytes] = set()
             repeated = {d for d in digests if d in seen or seen.add(d)}
             for d in repeated:
                 del by_digest[d]
-            keys = chain.from_iterable(repeat(e.key, len(e.digests)) for e in entries)
-            for key, (alg, digest) in zip(keys, pairs):
+            for key, digest in zip(chain.from_iterable(map(repeat, keys, counts)), digests):
                 if digest in repeated:
-                    self._add_hit(by_digest, digest, (key, alg))
+                    self._add_hit(by_digest, digest, key)
         if self._by_digest:
             for digest, hits in by_digest.items():
-                for hit in hits if type(hits) is list else (hits,):
-                    self._add_hit(self._by_digest, digest, hit)
+                for key in hits if type(hits) is list else (hits,):
+                    self._add_hit(self._by_digest, digest, key)
         else:
             self._by_digest = by_digest
 
     def add(self, entry: CatalogEntry) -> None:
         self.entries[entry.key] = entry
-        by_digest = self._by_digest
-        key = entry.key
-        for alg, digest in entry.digests:
-            self._add_hit(by_digest, digest, (key, alg))
+        for digest in entry.digests:
+            self._add_hit(self._by_digest, digest, entry.key)
 
     @staticmethod
-    def _add_hit(by_digest: dict, digest: bytes, hit: tuple[str, str]) -> None:
-        old = by_digest.setdefault(digest, hit)
-        if old is hit:
+    def _add_hit(by_digest: dict, digest: bytes, key: str) -> None:
+        old = by_digest.setdefault(digest, key)
+        if old is key:
             return
-        if type(old) is tuple:
-            if old != hit:
-                by_digest[digest] = [old, hit]
-        elif hit not in old:
-            old.append(hit)
+        if type(old) is str:
+            if old != key:
+                by_digest[digest] = [old, key]
+        elif key not in old:
+            old.append(key)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def lookup(self, digest: bytes) -> list[Hit]:
-        hits = self._by_digest.get(digest)
-        if hits is None:
+        keys = self._by_digest.get(digest)
+        if keys is None:
             return []
-        if type(hits) is tuple:
-            hits = [hits]
-        return [Hit(self.entries[key].name, key, alg) for key, alg in hits]
+        out = []
+        for key in (keys,) if type(keys) is str else keys:
+            entry = self.entries[key]
+            out.extend(Hit(entry.name, key, alg) for alg in entry.algorithms_of(digest))
+        return out
 
     def find(self, digests: dict[str, bytes]) -> list[Hit]:
         """Catalogs listing any of ``digests`` ({algorithm: digest}) under that algorithm."""
@@ -319,6 +351,11 @@ def _build_index(sources, state_dir, cache_name, progress) -> CatalogIndex:
     parsed = reused = 0
     for i, src in enumerate(srcs):
         entry = cached.get(src.key)
+        if entry is not None:
+            try:
+                src.stat()
+            except OSError:  # gone or unreadable since it was listed: parse_entry says which
+                entry = None
         if entry is not None and entry.size == src.size and entry.mtime_ns == src.mtime_ns \
                 and entry.name == src.name:
             reused += 1

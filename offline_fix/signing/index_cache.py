@@ -52,8 +52,10 @@ class CacheError(CorruptInput):
 
 
 # What an entry is made from, in this order (index.CatalogEntry's fields): key, name, size,
-# mtime_ns, status, error, member_count, member_list_type, digests [(algorithm, digest)].
-FIELDS = ("key", "name", "size", "mtime_ns", "status", "error", "member_count", "member_list_type", "digests")
+# mtime_ns, status, error, member_count, member_list_type, algorithms and digests (two lists of one
+# length: each digest and the name of its algorithm).
+FIELDS = ("key", "name", "size", "mtime_ns", "status", "error", "member_count", "member_list_type",
+          "algorithms", "digests")
 
 
 def _join(items: list[str]) -> bytes:
@@ -89,8 +91,10 @@ def _unints(code: str, blob: bytes, count: int, name: str) -> array:
 def encode(entries: list) -> bytes:
     """The cache file's bytes (``entries``: objects with the attributes FIELDS). Raises CacheError for what the format cannot hold (a NUL in a
     string, more than 256 algorithm names)."""
-    pairs = list(chain.from_iterable(e.digests for e in entries))
-    algs, digests = zip(*pairs) if pairs else ((), ())
+    digests = list(chain.from_iterable(e.digests for e in entries))
+    algs = list(chain.from_iterable(e.algorithms for e in entries))
+    if len(algs) != len(digests):
+        raise CacheError("an entry's digests and algorithms differ in number")
     algorithms = {alg: i for i, alg in enumerate(dict.fromkeys(algs))}
     if len(algorithms) > MAX_ALGORITHMS:
         raise CacheError("too many digest algorithm names for the cache", expected=f"<= {MAX_ALGORITHMS}",
@@ -149,14 +153,14 @@ def decode(data: bytes, make: Callable) -> dict:
         raise CacheError("cache digest algorithm out of range", field="algorithm_ids",
                          expected=f"< {len(algorithms)}", found=max(ids))
     ends = list(accumulate(lengths))
-    digests = [blob[a:b] for a, b in zip([0] + ends, ends)]
-    pairs = list(zip([algorithms[i] for i in ids], digests))
+    digests = list(map(blob.__getitem__, map(slice, [0] + ends, ends)))
+    algs = list(map(algorithms.__getitem__, ids))
     out = {}
     at = 0
     for i, key in enumerate(keys):
         n = counts[i]
         out[key] = make(key, names[i], sizes_[i], mtimes[i], statuses[i], errors[i] or None, members[i],
-                               types[i] or None, pairs[at:at + n])
+                        types[i] or None, algs[at:at + n], digests[at:at + n])
         at += n
     if len(out) != count:
         raise CacheError("cache holds a key twice", field="keys", expected=count, found=len(out))

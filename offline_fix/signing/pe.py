@@ -262,7 +262,7 @@ def parse_headers(blob: _Blob) -> PeImage:
                          f"{min(room, IMAGE_NUMBEROF_DIRECTORY_ENTRIES)} directories")
     dd_off = opt_off + layout.size
     raw_dd = blob.read(dd_off, count * IMAGE_DATA_DIRECTORY.size, "DataDirectory")
-    dirs = [tuple(IMAGE_DATA_DIRECTORY.unpack(raw_dd, i * IMAGE_DATA_DIRECTORY.size)) for i in range(count)]
+    dirs = list(IMAGE_DATA_DIRECTORY.struct.iter_unpack(raw_dd))  # (VirtualAddress, Size) pairs
     checksum_offset = opt_off + CHECKSUM_OFFSET
     security_entry = None
     cert_off = cert_size = 0
@@ -274,10 +274,9 @@ def parse_headers(blob: _Blob) -> PeImage:
     sh_off = opt_off + fh.SizeOfOptionalHeader
     table = blob.read(sh_off, fh.NumberOfSections * IMAGE_SECTION_HEADER.size, "IMAGE_SECTION_HEADER[]")
     sections = []
-    for i in range(fh.NumberOfSections):
-        sh = IMAGE_SECTION_HEADER.unpack(table, i * IMAGE_SECTION_HEADER.size)
-        sec = Section(sh.Name.rstrip(b"\0").decode("latin-1"), sh.VirtualSize, sh.VirtualAddress,
-                      sh.SizeOfRawData, sh.PointerToRawData)
+    for i, sh in enumerate(IMAGE_SECTION_HEADER.struct.iter_unpack(table)):
+        # Name, VirtualSize, VirtualAddress, SizeOfRawData, PointerToRawData (pe_layout order)
+        sec = Section(sh[0].rstrip(b"\0").decode("latin-1"), sh[1], sh[2], sh[3], sh[4])
         if sec.size_of_raw_data and sec.pointer_to_raw_data + sec.size_of_raw_data > blob.size:
             raise PeError("section data runs past the end of the file", path=name,
                           offset=sh_off + i * IMAGE_SECTION_HEADER.size, field=f"section {sec.name!r} SizeOfRawData",

@@ -145,6 +145,18 @@ def _tbs_ids(der: bytes) -> tuple[int, bytes]:
 
 
 @lru_cache(maxsize=4096)
+def _public_key(cert: "x509.Certificate"):
+    """The certificate's key (memoized with the certificate: decoding it costs more than an RSA
+    verification)."""
+    return cert.public_key()
+
+
+@lru_cache(maxsize=4096)
+def _validity(cert: "x509.Certificate") -> tuple[datetime, datetime]:
+    return cert.not_valid_before_utc, cert.not_valid_after_utc
+
+
+@lru_cache(maxsize=4096)
 def _name(cert: "x509.Certificate", which: str) -> str:
     """RFC 4514 subject or issuer (memoized: signatures share their certificates)."""
     try:
@@ -311,7 +323,7 @@ def _verify_signature(cert: "x509.Certificate", signer: SignerInfo, data: bytes)
             "sha384": hashes.SHA384, "sha512": hashes.SHA512}.get(signer.digest_algorithm)
     if algo is None:
         raise VerificationFailed("unsupported digest algorithm", found=signer.digest_algorithm)
-    key = cert.public_key()
+    key = _public_key(cert)
     try:
         if isinstance(key, rsa.RSAPublicKey) and signer.signature_algorithm in RSA_OIDS:
             key.verify(signer.signature, data, padding.PKCS1v15(), algo())
@@ -326,11 +338,11 @@ def _verify_signature(cert: "x509.Certificate", signer: SignerInfo, data: bytes)
 
 def _check_validity(chain: list, when: datetime) -> None:
     for cert in chain:
-        if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
+        not_before, not_after = _validity(cert)
+        if not not_before <= when <= not_after:
             raise VerificationFailed(
                 f"certificate {_name(cert, 'subject')!r} not valid at {when.isoformat()}",
-                expected=f"{cert.not_valid_before_utc.isoformat()}..{cert.not_valid_after_utc.isoformat()}",
-                found=when.isoformat())
+                expected=f"{not_before.isoformat()}..{not_after.isoformat()}", found=when.isoformat())
 
 
 def _signer_certificate(sd: SignedData, signer: SignerInfo) -> "x509.Certificate":
