@@ -133,3 +133,46 @@ def test_bulk_index_equals_adding_one_by_one():
         assert bulk.lookup(d) == single.lookup(d)
     assert [(h.name, h.algorithm) for h in bulk.lookup(d1)] == [("a.cat", "sha1"), ("b.cat", "unknown")]
     assert [h.name for h in bulk.find({"sha256": d2})] == ["a.cat", "b.cat"]
+
+
+def test_file_sources_read_what_was_listed(catroot, tmp_path):
+    """Listed names are opened inside the listed folder, never through a link, and size and
+    mtime come from the file that was read (so the cache is keyed by what was parsed)."""
+    outside = tmp_path / "outside.cat"
+    shutil.copy(catroot / "A.cat", outside)
+    sources = {s.name: s for s in catalog_sources(catroot)}
+    assert all(s.size is None for s in sources.values())  # nothing stat'ed by the listing
+    (catroot / "b.CAT").unlink()
+    (catroot / "b.CAT").symlink_to(outside)  # swapped for a link after listing
+    idx = build_index(sources.values())
+    by_name = {e.name: e for e in idx.entries.values()}
+    assert by_name["b.CAT"].status == STATUS_UNPARSABLE and "cannot read" in by_name["b.CAT"].error
+    assert by_name["A.cat"].status == STATUS_OK
+    st = os.stat(catroot / "A.cat")
+    assert (by_name["A.cat"].size, by_name["A.cat"].mtime_ns) == (st.st_size, st.st_mtime_ns)
+    # an entry that could not be read is never taken from the cache (size -1 matches no file)
+    state = tmp_path / "state"
+    listed = catalog_sources(catroot)
+    (catroot / "A.cat").rename(tmp_path / "away.cat")  # gone between listing and reading
+    first = build_index(listed, state_dir=state)
+    assert {e.name: e.status for e in first.entries.values()}["A.cat"] == STATUS_UNPARSABLE
+    (tmp_path / "away.cat").rename(catroot / "A.cat")
+    again = build_index(catalog_sources(catroot), state_dir=state)
+    assert again.stats["parsed"] == 1 and again.stats["cached"] == len(again) - 1
+    assert {e.name: e.status for e in again.entries.values()}["A.cat"] == STATUS_OK
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_file_sources_close_their_folder(catroot):
+    import gc
+
+    def open_on_catroot() -> int:
+        return sum(1 for fd in os.listdir("/proc/self/fd")
+                   if os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(catroot))
+
+    sources = catalog_sources(catroot)
+    build_index(sources)
+    assert open_on_catroot() == 1
+    del sources
+    gc.collect()
+    assert open_on_catroot() == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import os
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,25 +73,48 @@ class CatalogSource:
         return source
 
 
+class _Folder:
+    """An open directory that FileSources open their files from (dir_fd: one path walk for the
+    folder instead of one per file, and the folder listed is the folder read). Closed when the
+    last source using it goes away."""
+
+    __slots__ = ("fd", "__weakref__")
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        weakref.finalize(self, os.close, self.fd)
+
+
+_DIR_FD = os.open in os.supports_dir_fd
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+
 class FileSource(CatalogSource):
     """A catalog file on this machine. Its size and mtime come from ``stat()`` when a cached
     entry has to be compared, else from the open file as it is read (fstat: no second path
-    lookup, and they describe exactly the bytes that were read)."""
+    lookup, and they describe exactly the bytes that were read). A link is not followed."""
 
-    __slots__ = ()
+    __slots__ = ("_folder",)
 
-    def __init__(self, name: str, path: str) -> None:
+    def __init__(self, name: str, path: str, folder: _Folder | None = None) -> None:
         self.name, self.key, self.size, self.mtime_ns, self._read = name, path, None, None, None
+        self._folder = folder
 
     def stat(self) -> None:
         if self.size is None:
-            st = os.stat(self.key)
+            if self._folder is not None:
+                st = os.stat(self.name, dir_fd=self._folder.fd, follow_symlinks=False)
+            else:
+                st = os.stat(self.key, follow_symlinks=False)
             self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
 
     def read(self) -> bytes:
         """The whole file: one read(2) of its size + 1 when it does not change meanwhile, more
         (up to MAX_CATALOG_SIZE, else OSError EFBIG) when it grows or reads short."""
-        fd = os.open(self.key, os.O_RDONLY)
+        if self._folder is not None:
+            fd = os.open(self.name, _OPEN_FLAGS, dir_fd=self._folder.fd)
+        else:
+            fd = os.open(self.key, _OPEN_FLAGS)
         try:
             st = os.fstat(fd)
             self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
@@ -117,13 +141,16 @@ def catalog_sources(directory: Union[str, os.PathLike]) -> list[CatalogSource]:
     directory read; nothing is stat'ed until it is needed)."""
     directory = os.fspath(directory)
     try:
+        folder = _Folder(directory) if _DIR_FD else None
         with os.scandir(directory) as it:
             paths = {e.name: e.path for e in it if e.name[-4:].lower() == ".cat" and e.is_file(follow_symlinks=False)}
     except FileNotFoundError as e:
         raise NotFound("catalog folder not found", path=directory) from e
+    except NotADirectoryError as e:
+        raise NotFound("not a folder", path=directory) from e
     except PermissionError as e:
         raise PermissionDenied("cannot list catalog folder", path=directory) from e
-    return [FileSource(name, paths[name]) for name in sorted(paths, key=str.lower)]
+    return [FileSource(name, paths[name], folder) for name in sorted(paths, key=str.lower)]
 
 
 @dataclass(slots=True)
