@@ -154,7 +154,7 @@ def patch(data: bytes, at: int, fmt: str, *values) -> bytes:
 
 def subkey_list_cell(hive: Hive, key) -> int:
     """File offset of the data of a key's subkey list cell."""
-    return hive.cell(key._subkey_list, "list")[0]
+    return hive.cell(key.subkey_list_offset, "list")[0]
 
 
 def test_subkey_list_pointing_back_at_its_own_key(many):
@@ -179,7 +179,7 @@ def test_index_root_listing_itself(many):
     hive = Hive.open(many)
     key = hive.key("key_with_many_subkeys")
     at = subkey_list_cell(hive, key)
-    data = patch(many, at + 4, "<I", key._subkey_list)  # first leaf := the ri itself
+    data = patch(many, at + 4, "<I", key.subkey_list_offset)  # first leaf := the ri itself
     with pytest.raises(CellError):
         read_everything(Hive.open(data))
     tolerant = Hive.open(data, tolerant=True)
@@ -211,7 +211,7 @@ def test_zero_cell_size_and_huge_counts(small):
         "positive vk cell": patch(small, vk_cell, "<i", 32),
         "huge value count": patch(small, HBIN + key.offset + 4 + 36, "<I", 0xFFFFFFFF),
         "value list out of range": patch(small, HBIN + key.offset + 4 + 40, "<I", 0x7FFFFFF8),
-        "misaligned value list": patch(small, HBIN + key.offset + 4 + 40, "<I", key._value_list + 4),
+        "misaligned value list": patch(small, HBIN + key.offset + 4 + 40, "<I", key.value_list_offset + 4),
         "data longer than its cell": patch(small, vk_cell + 4 + 4, "<I", 0x7FFFFFF0),
         "inline data of 7 bytes": patch(small, vk_cell + 4 + 4, "<I", 0x80000007),
         "name longer than its cell": patch(small, vk_cell + 4 + 2, "<H", 0xFFFF),

@@ -107,16 +107,16 @@ def referenced_cells(hive: Hive) -> set[int]:
         refs.add(key.offset)
         refs.add(key.security_offset)
         if key.subkey_count:
-            root = key._subkey_list
+            root = key.subkey_list_offset
             refs.add(root)
             start, _ = hive.cell(root, "list")
             if hive.buf[start:start + 2] == b"ri":
                 count = struct.unpack_from("<H", hive.buf, start + 2)[0]
                 refs.update(hive.cell_list(root, count, "ri", header=4))
         if key.value_count:
-            refs.add(key._value_list)
-        if key._class_length:
-            refs.add(key._class_offset)
+            refs.add(key.value_list_offset)
+        if key.class_length:
+            refs.add(key.class_offset)
         for value in key.values():
             refs.add(value.offset)
             start, _ = hive.cell(value.offset, "vk")
@@ -408,10 +408,10 @@ def test_new_bins_are_appended_when_nothing_fits(realdata, tmp_path) -> None:
     assert names == [f"{i:04d} sub" for i in range(1100)]
     # more than MAX_LEAF_ELEMENTS subkeys: an index root over leaves, each within the limit
     key = Hive.open(new).key("big")
-    start, _ = key.hive.cell(key._subkey_list, "list")
+    start, _ = key.hive.cell(key.subkey_list_offset, "list")
     assert new[start:start + 2] == b"ri"
     count = struct.unpack_from("<H", new, start + 2)[0]
-    for leaf in key.hive.cell_list(key._subkey_list, count, "ri", header=4):
+    for leaf in key.hive.cell_list(key.subkey_list_offset, count, "ri", header=4):
         lstart, _ = key.hive.cell(leaf, "leaf")
         assert new[lstart:lstart + 2] == b"lf"  # minor 3: fast leaves
         assert struct.unpack_from("<H", new, lstart + 2)[0] <= MAX_LEAF_ELEMENTS
@@ -424,7 +424,7 @@ def test_lh_leaves_carry_windows_hashes(tmp_path) -> None:
         w.create_key(name)
     w.commit()
     root = hive.root
-    start, _ = hive.cell(root._subkey_list, "lh")
+    start, _ = hive.cell(root.subkey_list_offset, "lh")
     assert hive.buf[start:start + 2] == b"lh"
     count = struct.unpack_from("<H", hive.buf, start + 2)[0]
     pairs = struct.unpack_from(f"<{2 * count}I", hive.buf, start + 4)

@@ -286,10 +286,13 @@ class Hive:
 
 
 class Key:
-    """A key node ("nk" cell). Attributes are read once when the Key is made."""
+    """A key node ("nk" cell). Attributes are read once when the Key is made.
+
+    ``subkey_list_offset``, ``value_list_offset``, ``class_offset`` and ``class_length`` are the
+    raw nk fields (cell offsets into the hive bins; the writer rewrites these cells)."""
 
     __slots__ = ("hive", "offset", "name", "parent", "flags", "timestamp", "parent_offset",
-                 "subkey_count", "_subkey_list", "value_count", "_value_list")
+                 "subkey_count", "subkey_list_offset", "value_count", "value_list_offset")
 
     def __init__(self, hive: Hive, offset: int, parent: "Key | None") -> None:
         buf, lo, hi, bins_size, _small = hive._fast
@@ -317,9 +320,9 @@ class Key:
         self.timestamp = ts
         self.parent_offset = parent_off
         self.subkey_count = n_sub
-        self._subkey_list = sub_list
+        self.subkey_list_offset = sub_list
         self.value_count = n_val
-        self._value_list = val_list
+        self.value_list_offset = val_list
 
     def _u32(self, field_offset: int) -> int:
         return _U32.unpack_from(self.hive.buf, HBIN_START + self.offset + 4 + field_offset)[0]
@@ -329,11 +332,11 @@ class Key:
         return self._u32(NK_OFF_SECURITY)
 
     @property
-    def _class_offset(self) -> int:
+    def class_offset(self) -> int:
         return self._u32(NK_OFF_CLASS)
 
     @property
-    def _class_length(self) -> int:
+    def class_length(self) -> int:
         return _U16.unpack_from(self.hive.buf, HBIN_START + self.offset + 4 + NK_OFF_CLASS_LENGTH)[0]
 
     def __repr__(self) -> str:
@@ -355,13 +358,13 @@ class Key:
 
     @property
     def class_name(self) -> str | None:
-        if self._class_length == 0 or self._class_offset == NO_CELL:
+        if self.class_length == 0 or self.class_offset == NO_CELL:
             return None
-        start, end = self.hive.cell(self._class_offset, "class name")
-        if start + self._class_length > end:
+        start, end = self.hive.cell(self.class_offset, "class name")
+        if start + self.class_length > end:
             raise CellError(f"key {self.path!r}: class name runs past its cell", offset=start - 4,
-                            field="ClassLength", expected=f"<= {end - start}", found=self._class_length)
-        return _utf16(self.hive.buf[start:start + self._class_length], "replace", False)[0]
+                            field="ClassLength", expected=f"<= {end - start}", found=self.class_length)
+        return _utf16(self.hive.buf[start:start + self.class_length], "replace", False)[0]
 
     # -- subkeys -------------------------------------------------------------------------------
     def _subkey_offsets(self) -> list[int]:
@@ -369,7 +372,7 @@ class Key:
         if self.subkey_count == 0:
             return []
         hive = self.hive
-        root = self._subkey_list
+        root = self.subkey_list_offset
         sig, elements = _index_cell(hive, root, nested=False)
         if sig != RI_SIGNATURE:
             offsets = list(elements)
@@ -469,7 +472,7 @@ class Key:
         hive = self.hive
         buf, lo, hi, bins_size, small_only = hive._fast
         # The value list cell, checked as cell_list does (inlined for speed; cell_list for errors).
-        off = self._value_list
+        off = self.value_list_offset
         count = self.value_count
         offsets = None
         if off < bins_size and not off & 7:

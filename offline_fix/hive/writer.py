@@ -414,8 +414,8 @@ class HiveWriter:
         vk = self._new_cell(KEY_VALUE.pack(VK_SIGNATURE, len(name_raw), length, data, type_,
                                            VALUE_COMP_NAME if compressed else 0, 0) + name_raw)
         count = key.value_count
-        values = list(self.hive.cell_list(key._value_list, count, "value list")) if count else []
-        list_cell = self._write_list(key._value_list if count else None, b"", values + [vk], 1, len(values))
+        values = list(self.hive.cell_list(key.value_list_offset, count, "value list")) if count else []
+        list_cell = self._write_list(key.value_list_offset if count else None, b"", values + [vk], 1, len(values))
         self._put(key.offset, NK_OFF_VALUE_COUNT, struct.pack("<II", count + 1, list_cell))
         self._grow_field(key.offset, NK_OFF_MAX_VALUE_NAME, _utf16_len(name))
         self._grow_field(key.offset, NK_OFF_MAX_VALUE_DATA, len(raw))
@@ -430,13 +430,13 @@ class HiveWriter:
         value = key.value(name)
         if value is None:
             raise ValueNotFound(f"value not found: {name!r} in {key.path or '(root)'!r}", path=key_path)
-        values = list(self.hive.cell_list(key._value_list, key.value_count, "value list"))
+        values = list(self.hive.cell_list(key.value_list_offset, key.value_count, "value list"))
         index = values.index(value.offset)
         del values[index]
         if values:
-            list_cell = self._write_list(key._value_list, b"", values, 1, index)
+            list_cell = self._write_list(key.value_list_offset, b"", values, 1, index)
         else:
-            self._alloc.free(key._value_list, "value list")
+            self._alloc.free(key.value_list_offset, "value list")
             list_cell = NO_CELL
         self._put(key.offset, NK_OFF_VALUE_COUNT, struct.pack("<II", len(values), list_cell))
         self._free_value(value.offset)
@@ -574,7 +574,7 @@ class HiveWriter:
 
     def _subkey_leaves(self, parent: Key) -> tuple[bool, list[int]]:
         """(whether the list is an index root, its leaves) of a key with subkeys."""
-        root = parent._subkey_list
+        root = parent.subkey_list_offset
         if self._signature(root, "subkey list", (RI_SIGNATURE, *_LEAF_STEP)) == RI_SIGNATURE:
             return True, self._leaves(root)
         return False, [root]
@@ -615,19 +615,19 @@ class HiveWriter:
         self._touch(parent.offset)
 
     def _free_key(self, key: Key) -> None:
-        for value in list(self.hive.cell_list(key._value_list, key.value_count, "value list")
+        for value in list(self.hive.cell_list(key.value_list_offset, key.value_count, "value list")
                           if key.value_count else ()):
             self._free_value(value)
         if key.value_count:
-            self._alloc.free(key._value_list, "value list")
+            self._alloc.free(key.value_list_offset, "value list")
         if key.subkey_count:
-            root = key._subkey_list
+            root = key.subkey_list_offset
             if self._signature(root, "subkey list", (RI_SIGNATURE, *_LEAF_STEP)) == RI_SIGNATURE:
                 for leaf in self._leaves(root):
                     self._alloc.free(leaf, "subkey list")
             self._alloc.free(root, "subkey list")
-        if key._class_offset != NO_CELL and key._class_length:
-            self._alloc.free(key._class_offset, "class name")
+        if key.class_offset != NO_CELL and key.class_length:
+            self._alloc.free(key.class_offset, "class name")
         self._release_security(key.security_offset)
         self._alloc.free(key.offset, "key node")
 
@@ -682,7 +682,7 @@ class HiveWriter:
             leaf = self._write_leaf(None, sig, self._element(sig, nk, name), 0)
             self._put_u32(parent.offset, NK_OFF_SUBKEY_LIST, leaf)
             return
-        root = parent._subkey_list
+        root = parent.subkey_list_offset
         is_ri, leaves = self._subkey_leaves(parent)
         if not leaves:
             raise CellError(f"index root {root:#x} has no leaves", offset=_CELL + root, field="Count")
@@ -724,7 +724,7 @@ class HiveWriter:
         self._put_u32(parent.offset, NK_OFF_SUBKEY_LIST, ri)
 
     def _remove_subkey(self, parent: Key, nk: int) -> None:
-        root = parent._subkey_list
+        root = parent.subkey_list_offset
         is_ri, leaves = self._subkey_leaves(parent)
         for slot, leaf in enumerate(leaves):
             sig, words = self._leaf_words(leaf)
