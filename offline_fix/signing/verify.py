@@ -130,6 +130,7 @@ def load_certificate(der: bytes) -> "x509.Certificate":
     return cert
 
 
+@lru_cache(maxsize=8192)
 def _tbs_ids(der: bytes) -> tuple[int, bytes]:
     """(serial number, issuer Name DER) straight from a certificate's TBSCertificate."""
     exc = SignatureError
@@ -227,6 +228,7 @@ def _microsoft_store() -> TrustStore:
     return TrustStore(_microsoft_roots(), label="microsoft")
 
 
+@lru_cache(maxsize=8192)
 def _fingerprint(cert: "x509.Certificate") -> bytes:
     from cryptography.hazmat.primitives import serialization
 
@@ -314,13 +316,21 @@ def _same_name(candidate: "x509.Certificate", cert: "x509.Certificate") -> bool:
         return False
 
 
-def _verify_signature(cert: "x509.Certificate", signer: SignerInfo, data: bytes) -> None:
+@lru_cache(maxsize=1)
+def _primitives():
+    """cryptography's signature pieces, imported on first use (not at start-up)."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-    algo = {"md5": hashes.MD5, "sha1": hashes.SHA1, "sha256": hashes.SHA256,
-            "sha384": hashes.SHA384, "sha512": hashes.SHA512}.get(signer.digest_algorithm)
+    algorithms = {"md5": hashes.MD5, "sha1": hashes.SHA1, "sha256": hashes.SHA256,
+                  "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+    return InvalidSignature, algorithms, ec, padding, rsa
+
+
+def _verify_signature(cert: "x509.Certificate", signer: SignerInfo, data: bytes) -> None:
+    InvalidSignature, algorithms, ec, padding, rsa = _primitives()
+    algo = algorithms.get(signer.digest_algorithm)
     if algo is None:
         raise VerificationFailed("unsupported digest algorithm", found=signer.digest_algorithm)
     key = _public_key(cert)
