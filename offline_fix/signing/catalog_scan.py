@@ -211,7 +211,10 @@ class _Scan:
                     tag = buf[pos + shape[0]:pos + shape[1]]
                     if shape[3]:
                         digest = buf[pos + shape[2]:pos + shape[3]]
-                        if tag == digest:  # v2: the tag is the digest, listed once
+                        if tag == digest or tag in (text := digest.hex().upper().encode("utf-16-le"),
+                                                    text + b"\0\0"):
+                            # v2: the tag is the digest; v1: its hex text (as UTF-16, maybe
+                            # NUL-terminated). Either way catalog.index_digests lists it once
                             add_algorithm(shape[4])
                             add_digest(digest)
                         else:
