@@ -339,7 +339,6 @@ def _parse(buf: bytes, details: bool, scan: MemberScan | None = None) -> Catalog
         e, pos, digest_algorithms, ctl_start, ctl_end = _head(buf, n)
     else:
         e, pos, digest_algorithms, ctl_end, fields = head
-        digest_algorithms = list(digest_algorithms)
     signer_count = _signer_count(buf, pos, e)
     if head is None:
         list_id, this_update, list_type, pos = _ctl_fields(buf, ctl_start, ctl_end)
@@ -510,6 +509,8 @@ _HEAD = re.compile(
     + _alternatives(_SUBJECT_ALGORITHMS)                                  # 10 subjectAlgorithm
     + rb"(?:\x30" + _LEN + rb")?",                                         # 11 trustedSubjects
     re.DOTALL)
+_HEAD_LENGTHS = (1, 2, 3, 5, 6, 7)       # ContentInfo .. CTL (see _common_head)
+_HEAD_LENGTHS_AND_LIST = _HEAD_LENGTHS + (11,)  # .. and the member list, when the regex found it
 
 
 def _common_head(buf: bytes, n: int) -> tuple | None:
@@ -522,33 +523,22 @@ def _common_head(buf: bytes, n: int) -> tuple | None:
     m = _HEAD.match(buf)
     if m is None:
         return None
-    # each end: after the length octets (a short form, or 0x81..0x83 and 1..3 octets) + the length
-    fb = int.from_bytes
     regs = m.regs
-    s, e = regs[1]
-    info_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
-    s, e = regs[2]
-    wrap_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
-    s, e = regs[3]
-    sd_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
-    s, e = regs[5]
-    content_info_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
-    s, e = regs[6]
-    ctl_wrap_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
-    s, e = regs[7]
-    ctl_end = e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big"))
+    has_list = regs[11][0] >= 0
+    ends = []
+    for group in _HEAD_LENGTHS_AND_LIST if has_list else _HEAD_LENGTHS:  # the length octets + the length
+        s, e = regs[group]
+        ends.append(e + (buf[s] if e - s == 1 else int.from_bytes(buf[s + 1:e], "big")))
+    info_end, wrap_end, sd_end, content_info_end, ctl_wrap_end, ctl_end = ends[:6]
     if not m.end(10) <= ctl_end <= ctl_wrap_end <= content_info_end <= sd_end <= wrap_end <= info_end <= n:
         return None
-    member_list = None
-    s, e = regs[11]
-    if s >= 0:
-        member_list = (e, e + (buf[s] if e - s == 1 else fb(buf[s + 1:e], "big")))
-        if member_list[1] > ctl_end:
-            return None
+    member_list = (regs[11][1], ends[6]) if has_list else None
+    if has_list and member_list[1] > ctl_end:
+        return None
     time_at, time_end = regs[9]
     fields = (m.group(8), (buf[time_at], time_at, buf[time_at + 2:time_end]),
               _SUBJECT_ALGORITHMS[m.group(10)], m.end(10), member_list)
-    return sd_end, content_info_end, _ALGORITHM_SETS[m.group(4)], ctl_end, fields
+    return sd_end, content_info_end, list(_ALGORITHM_SETS[m.group(4)]), ctl_end, fields
 
 
 def read_catalog(path: str, *, details: bool = True, max_size: int = 256 << 20) -> Catalog:

@@ -146,18 +146,6 @@ def _tbs_ids(der: bytes) -> tuple[int, bytes]:
 
 
 @lru_cache(maxsize=4096)
-def _public_key(cert: "x509.Certificate"):
-    """The certificate's key (memoized with the certificate: decoding it costs more than an RSA
-    verification)."""
-    return cert.public_key()
-
-
-@lru_cache(maxsize=4096)
-def _validity(cert: "x509.Certificate") -> tuple[datetime, datetime]:
-    return cert.not_valid_before_utc, cert.not_valid_after_utc
-
-
-@lru_cache(maxsize=4096)
 def _name(cert: "x509.Certificate", which: str) -> str:
     """RFC 4514 subject or issuer (memoized: signatures share their certificates)."""
     try:
@@ -333,7 +321,7 @@ def _verify_signature(cert: "x509.Certificate", signer: SignerInfo, data: bytes)
     algo = algorithms.get(signer.digest_algorithm)
     if algo is None:
         raise VerificationFailed("unsupported digest algorithm", found=signer.digest_algorithm)
-    key = _public_key(cert)
+    key = cert.public_key()
     try:
         if isinstance(key, rsa.RSAPublicKey) and signer.signature_algorithm in RSA_OIDS:
             key.verify(signer.signature, data, padding.PKCS1v15(), algo())
@@ -348,11 +336,11 @@ def _verify_signature(cert: "x509.Certificate", signer: SignerInfo, data: bytes)
 
 def _check_validity(chain: list, when: datetime) -> None:
     for cert in chain:
-        not_before, not_after = _validity(cert)
-        if not not_before <= when <= not_after:
+        if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
             raise VerificationFailed(
                 f"certificate {_name(cert, 'subject')!r} not valid at {when.isoformat()}",
-                expected=f"{not_before.isoformat()}..{not_after.isoformat()}", found=when.isoformat())
+                expected=f"{cert.not_valid_before_utc.isoformat()}..{cert.not_valid_after_utc.isoformat()}",
+                found=when.isoformat())
 
 
 def _signer_certificate(sd: SignedData, signer: SignerInfo) -> "x509.Certificate":
