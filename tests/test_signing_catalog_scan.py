@@ -122,6 +122,25 @@ def test_uncommon_heads_take_the_general_walk(ca):
     assert C._common_head(plain, len(plain)) is not None
 
 
+def test_a_second_member_list_takes_the_general_walk(ca):
+    """index_head reads one member list; a CTL holding two (or a list and other fields) is
+    walked by catalog._parse, which scans both: same facts as the full parser."""
+    rng = random.Random(4)
+    members = [seq(octets(rng.randbytes(20)), set_(seq(oid(CAT_MEMBERINFO2), set_(ctx(0, b"")))))
+               for _ in range(3)]
+    head = (seq(oid("1.3.6.1.4.1.311.12.1.1")), octets(rng.randbytes(16)), utctime(PINNED),
+            seq(oid(MEMBER_V2), null()))
+    for lists in ([seq(*members)], [seq(*members[:1]), seq(*members[1:])], [seq(*members), integer(5)]):
+        content = seq(*head, *lists)
+        data = signed_data(CTL, content, content[2:] if content[1] < 0x80 else content[3:], ca)
+        assert C._common_head(data, len(data)) is not None
+        assert (C.index_head(data) is None) == (len(lists) == 2 and lists[1][0] == 0x30)
+        shapes = ShapeCache()
+        for _ in range(2):  # learning, then learned
+            assert fast(data, shapes) == full(data)
+        assert full(data)[1] == 3
+
+
 def test_shapes_are_bounded(generated):
     shapes = ShapeCache(limit=2)
     for data in generated:

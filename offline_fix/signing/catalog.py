@@ -496,6 +496,7 @@ def _subject_algorithms() -> dict[bytes, str]:
 _ALGORITHM_SETS = _algorithm_sets()
 _SUBJECT_ALGORITHMS = _subject_algorithms()
 _LEN = rb"([\x00-\x7f]|\x81.|\x82..|\x83...)"  # a definite length, short or 1..3 bytes long
+_LENGTH_MASK = (0, 0x7F, 0xFF, 0xFFFF, 0xFFFFFF)  # by the number of length octets _LEN matched
 _HEAD = re.compile(
     rb"\x30" + _LEN + re.escape(bytes([D.OID, len(OID_SIGNED_DATA)]) + OID_SIGNED_DATA)  # 1 ContentInfo
     + rb"\xa0" + _LEN + rb"\x30" + _LEN + rb"\x02\x01."                  # 2 [0], 3 SignedData, version
@@ -509,8 +510,34 @@ _HEAD = re.compile(
     + _alternatives(_SUBJECT_ALGORITHMS)                                  # 10 subjectAlgorithm
     + rb"(?:\x30" + _LEN + rb")?",                                         # 11 trustedSubjects
     re.DOTALL)
-_HEAD_LENGTHS = (1, 2, 3, 5, 6, 7)       # ContentInfo .. CTL (see _common_head)
-_HEAD_LENGTHS_AND_LIST = _HEAD_LENGTHS + (11,)  # .. and the member list, when the regex found it
+
+
+def _head_match(buf: bytes, n: int) -> tuple | None:
+    """The common-head match and the ends it implies, when every element ends within its
+    parent (what _want checks): (match, SignedData end, contentInfo end, CTL end, member list
+    content start, its end (-1, -1: the regex found no member list header)). Else None."""
+    m = _HEAD.match(buf)
+    if m is None:
+        return None
+    # each element ends at the end of its length octets + the length they hold: the octets read
+    # as one number, without the first one's 0x81 .. 0x83 when long (_LENGTH_MASK)
+    l1, l2, l3, l5, l6, l7, l11 = m.group(1, 2, 3, 5, 6, 7, 11)  # ContentInfo .. CTL, member list
+    end, value, mask = m.end, int.from_bytes, _LENGTH_MASK
+    info_end = end(1) + (value(l1, "big") & mask[len(l1)])
+    wrap_end = end(2) + (value(l2, "big") & mask[len(l2)])
+    sd_end = end(3) + (value(l3, "big") & mask[len(l3)])
+    content_info_end = end(5) + (value(l5, "big") & mask[len(l5)])
+    ctl_wrap_end = end(6) + (value(l6, "big") & mask[len(l6)])
+    ctl_end = end(7) + (value(l7, "big") & mask[len(l7)])
+    if not end(10) <= ctl_end <= ctl_wrap_end <= content_info_end <= sd_end <= wrap_end <= info_end <= n:
+        return None
+    if l11 is None:
+        return m, sd_end, content_info_end, ctl_end, -1, -1
+    list_start = end(11)
+    list_end = list_start + (value(l11, "big") & mask[len(l11)])
+    if list_end > ctl_end:
+        return None
+    return m, sd_end, content_info_end, ctl_end, list_start, list_end
 
 
 def _common_head(buf: bytes, n: int) -> tuple | None:
@@ -520,25 +547,34 @@ def _common_head(buf: bytes, n: int) -> tuple | None:
     (listIdentifier, (time tag, time offset, time contents), member list type, offset after
     subjectAlgorithm, (member list content start, end) or None)).
     """
-    m = _HEAD.match(buf)
-    if m is None:
+    head = _head_match(buf, n)
+    if head is None:
         return None
-    regs = m.regs
-    has_list = regs[11][0] >= 0
-    ends = []
-    for group in _HEAD_LENGTHS_AND_LIST if has_list else _HEAD_LENGTHS:  # the length octets + the length
-        s, e = regs[group]
-        ends.append(e + (buf[s] if e - s == 1 else int.from_bytes(buf[s + 1:e], "big")))
-    info_end, wrap_end, sd_end, content_info_end, ctl_wrap_end, ctl_end = ends[:6]
-    if not m.end(10) <= ctl_end <= ctl_wrap_end <= content_info_end <= sd_end <= wrap_end <= info_end <= n:
-        return None
-    member_list = (regs[11][1], ends[6]) if has_list else None
-    if has_list and member_list[1] > ctl_end:
-        return None
-    time_at, time_end = regs[9]
+    m, sd_end, content_info_end, ctl_end, list_start, list_end = head
+    time_at, time_end = m.span(9)
     fields = (m.group(8), (buf[time_at], time_at, buf[time_at + 2:time_end]),
-              _SUBJECT_ALGORITHMS[m.group(10)], m.end(10), member_list)
+              _SUBJECT_ALGORITHMS[m.group(10)], m.end(10), (list_start, list_end) if list_start >= 0 else None)
     return sd_end, content_info_end, list(_ALGORITHM_SETS[m.group(4)]), ctl_end, fields
+
+
+def index_head(buf: bytes) -> tuple[bool, str, int, int] | None:
+    """For the catalog index: (signed, member list type, member list content start, end) of a
+    catalog of the common shape whose CTL holds exactly one member list, as ``_parse`` would
+    find them; None for any other shape (``_parse`` then walks it). CatalogError as _parse
+    raises it (the message may differ: callers re-parse for it)."""
+    head = _head_match(buf, len(buf))
+    if head is None or head[4] < 0:
+        return None
+    m, sd_end, pos, ctl_end, list_start, list_end = head
+    signed = _signer_count(buf, pos, sd_end) > 0
+    time_at, time_end = m.span(9)
+    _this_update(buf[time_at], buf[time_at + 2:time_end], time_at)
+    pos = list_end
+    while pos < ctl_end:  # the CTL's other fields (extensions): valid, and no second member list
+        tag, _, _, pos = _tlv(buf, pos, ctl_end, "CTL")
+        if tag == D.SEQUENCE:
+            return None
+    return signed, _SUBJECT_ALGORITHMS[m.group(10)], list_start, list_end
 
 
 def read_catalog(path: str, *, details: bool = True, max_size: int = 256 << 20) -> Catalog:

@@ -15,9 +15,10 @@ catalog.py's member parser over byte shapes:
   parser would take the same path and return the same result, with the tag and digest taken
   from the same offsets. Shapes are tried with one compiled alternation per run.
 
-The envelope (SignedData, CTL fields, certificates, signers) is walked by catalog.py itself, so
-its checks are the same; any error met on the fast path makes ``index_facts`` parse the whole
-catalog again with the full parser, so errors (and their messages) are the full parser's too.
+The envelope (SignedData, CTL fields, certificates, signers) is walked by catalog.py itself
+(``index_head`` for the common shape with one member list, else ``_parse``), so its checks are
+the same; any error met on the fast path makes ``index_facts`` parse the whole catalog again
+with the full parser, so errors (and their messages) are the full parser's too.
 Members with indefinite lengths are never learned as shapes. tests/test_signing_catalog_scan.py
 checks the two paths give equal results on the real catalogs, the generated ones and fuzzed ones.
 """
@@ -35,6 +36,7 @@ from offline_fix.signing.catalog import (
     _parse,
     _tlv,
     index_digests,
+    index_head,
     parse_catalog,
     raw_tag_algorithm,
 )
@@ -185,17 +187,6 @@ class _Scan:
             self.digests.append(digest)
 
     def __call__(self, buf: bytes, start: int, end: int) -> None:
-        shapes = self.shapes
-        if shapes.simple is not None:
-            # [gap, group 1 .. group k, gap, ...]: the shapes tile the list when every gap is empty;
-            # each member then sets exactly one group (its digest, never empty), the others None
-            parts = shapes.simple.split(buf[start:end])
-            if not any(parts[::shapes.simple_groups + 1]):
-                found = list(filter(None, parts))
-                self.algorithms.extend(map(_ALGORITHM_BY_LENGTH.__getitem__, map(len, found)))
-                self.digests.extend(found)
-                self.count += len(found)
-                return
         add_algorithm, add_digest, extend = self.algorithms.append, self.digests.append, self.extend
         chunks = self.shapes.chunks
         finditer, table = (chunks[0][0].finditer, chunks[0][1]) if chunks else (None, None)
@@ -264,13 +255,26 @@ def index_facts(data: bytes, *, path: str | None = None, shapes: ShapeCache | No
     """
     buf = bytes(data)
     shapes = SHAPES if shapes is None else shapes
-    scan = _Scan(shapes)
     try:
-        signed, list_type = _parse(buf, False, scan)
+        head = index_head(buf)
+        if head is None:  # an uncommon envelope: catalog._parse walks it
+            scan = _Scan(shapes)
+            signed, list_type = _parse(buf, False, scan)
+            return IndexFacts(signed, scan.count, list_type, scan.algorithms, scan.digests)
+        signed, list_type, start, end = head
+        if shapes.simple is not None:
+            # [gap, group 1 .. group k, gap, ...]: the shapes tile the list when every gap is
+            # empty; each member then sets exactly one group (its digest, never empty)
+            parts = shapes.simple.split(buf[start:end])
+            if not any(parts[::shapes.simple_groups + 1]):
+                digests = list(filter(None, parts))
+                return IndexFacts(signed, len(digests), list_type,
+                                  list(map(_ALGORITHM_BY_LENGTH.__getitem__, map(len, digests))), digests)
+        scan = _Scan(shapes)
+        scan(buf, start, end)
+        return IndexFacts(signed, scan.count, list_type, scan.algorithms, scan.digests)
     except CatalogError:
         pass  # the full parser decides, and names the error
-    else:
-        return IndexFacts(signed, scan.count, list_type, scan.algorithms, scan.digests)
     finally:
         shapes.compile()
     cat = parse_catalog(buf, path=path, details=False)
