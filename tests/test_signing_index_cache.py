@@ -61,6 +61,18 @@ def test_names_with_nul_are_not_cached():
         IC.encode([e])
 
 
+def test_what_the_format_cannot_hold_is_not_cached():
+    uneven = entries()[0]
+    uneven.algorithms = uneven.algorithms[:-1]  # three digests, two algorithm names
+    with pytest.raises(IC.CacheError, match="differ in number"):
+        IC.encode([uneven])
+    many = [CatalogEntry(f"{i}.cat", f"/c/{i}.cat", 1, 1, "ok", None, 1, None, [f"alg{i}"], [bytes(20)])
+            for i in range(IC.MAX_ALGORITHMS + 1)]
+    with pytest.raises(IC.CacheError, match="too many"):
+        IC.encode(many)
+    assert len(IC.decode(IC.encode(many[:-1]), CatalogEntry.cached)) == IC.MAX_ALGORITHMS
+
+
 def test_build_index_says_why_it_rebuilt(tmp_path):
     root = tmp_path / "CatRoot"
     root.mkdir()

@@ -188,32 +188,26 @@ class Hit:
 
 def parse_entry(source: CatalogSource) -> CatalogEntry:
     """Read and parse one catalog into an index entry; damage becomes a status, never an error."""
-    entry = CatalogEntry(source.name, source.key, source.size, source.mtime_ns, STATUS_OK)
     if source.size is not None and source.size > MAX_CATALOG_SIZE:
-        entry.status, entry.error = STATUS_UNPARSABLE, f"catalog larger than {MAX_CATALOG_SIZE} bytes"
-        return entry
+        return CatalogEntry(source.name, source.key, source.size, source.mtime_ns, STATUS_UNPARSABLE,
+                            f"catalog larger than {MAX_CATALOG_SIZE} bytes")
     try:
         data = source.read()
     except OSError as e:
         # an unknown size or mtime is stored as -1: it matches no file, so the next run retries
-        entry.size = -1 if source.size is None else source.size
-        entry.mtime_ns = -1 if source.mtime_ns is None else source.mtime_ns
-        entry.status, entry.error = STATUS_UNPARSABLE, f"cannot read: {e.strerror or e}"
-        return entry
-    entry.size, entry.mtime_ns = source.size, source.mtime_ns  # a FileSource knows them now
+        return CatalogEntry(source.name, source.key, -1 if source.size is None else source.size,
+                            -1 if source.mtime_ns is None else source.mtime_ns, STATUS_UNPARSABLE,
+                            f"cannot read: {e.strerror or e}")
+    # a FileSource knows its size and mtime now
     if not data:
-        entry.status, entry.error = STATUS_EMPTY, "empty file"
-        return entry
+        return CatalogEntry(source.name, source.key, source.size, source.mtime_ns, STATUS_EMPTY, "empty file")
     try:
-        facts = index_facts(data, path=source.key)
+        signed, count, list_type, algorithms, digests = index_facts(data, path=source.key)
     except CatalogError as e:
-        entry.status, entry.error = (STATUS_EMPTY if not data.strip(b"\0") else STATUS_UNPARSABLE), str(e)
-        return entry
-    entry.status = STATUS_OK if facts.signed else STATUS_UNSIGNED
-    entry.member_count = facts.member_count
-    entry.member_list_type = facts.member_list_type
-    entry.algorithms, entry.digests = facts.algorithms, facts.digests
-    return entry
+        return CatalogEntry(source.name, source.key, source.size, source.mtime_ns,
+                            STATUS_EMPTY if not data.strip(b"\0") else STATUS_UNPARSABLE, str(e))
+    return CatalogEntry(source.name, source.key, source.size, source.mtime_ns,
+                        STATUS_OK if signed else STATUS_UNSIGNED, None, count, list_type, algorithms, digests)
 
 
 class CatalogIndex:

@@ -89,16 +89,17 @@ def _unints(code: str, blob: bytes, count: int, name: str) -> array:
 
 
 def encode(entries: list) -> bytes:
-    """The cache file's bytes (``entries``: objects with the attributes FIELDS). Raises CacheError for what the format cannot hold (a NUL in a
-    string, more than 256 algorithm names)."""
+    """The cache file's bytes (``entries``: objects with the attributes FIELDS). Raises
+    CacheError for what the format cannot hold (a NUL in a string, more than 256 algorithm
+    names)."""
     digests = list(chain.from_iterable(e.digests for e in entries))
-    algs = list(chain.from_iterable(e.algorithms for e in entries))
-    if len(algs) != len(digests):
-        raise CacheError("an entry's digests and algorithms differ in number")
-    algorithms = {alg: i for i, alg in enumerate(dict.fromkeys(algs))}
+    algorithms = {alg: i for i, alg in enumerate(sorted(set(chain.from_iterable(e.algorithms for e in entries))))}
     if len(algorithms) > MAX_ALGORITHMS:
         raise CacheError("too many digest algorithm names for the cache", expected=f"<= {MAX_ALGORITHMS}",
                          found=len(algorithms))
+    algorithm_ids = bytes(map(algorithms.__getitem__, chain.from_iterable(e.algorithms for e in entries)))
+    if len(algorithm_ids) != len(digests):
+        raise CacheError("an entry's digests and algorithms differ in number")
     strings = [
         [e.key for e in entries], [e.name for e in entries], [e.status for e in entries],
         [e.error or "" for e in entries], [e.member_list_type or "" for e in entries], list(algorithms),
@@ -110,12 +111,13 @@ def encode(entries: list) -> bytes:
     sections = joined + [
         _ints("q", [e.size for e in entries]), _ints("q", [e.mtime_ns for e in entries]),
         _ints("I", [e.member_count for e in entries]), _ints("I", [len(e.digests) for e in entries]),
-        _ints("I", map(len, digests)), bytes(map(algorithms.__getitem__, algs)), b"".join(digests),
+        _ints("I", map(len, digests)), algorithm_ids, b"".join(digests),
     ]
-    body = b"".join(sections)
-    header = CACHE_HEADER.pack(MAGIC, VERSION, len(entries), len(digests), zlib.crc32(body),
-                               *(len(s) for s in sections))
-    return header + body
+    crc = 0
+    for section in sections:
+        crc = zlib.crc32(section, crc)
+    header = CACHE_HEADER.pack(MAGIC, VERSION, len(entries), len(digests), crc, *map(len, sections))
+    return b"".join([header, *sections])
 
 
 def decode(data: bytes, make: Callable) -> dict:
