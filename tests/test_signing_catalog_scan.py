@@ -141,6 +141,30 @@ def test_a_second_member_list_takes_the_general_walk(ca):
         assert full(data)[1] == 3
 
 
+def test_v1_tags_are_checked_against_their_own_digests(ca):
+    """A v1 list is cut by the hex-tagged shapes, and its tags are compared with the hex text of
+    its digests: a tag naming another member's digest, or in lower case, must give what the full
+    parser gives (the tag indexed as a second digest), never the digests alone; nor may a
+    tag whose terminator is a character."""
+    rng = random.Random(5)
+    members = files(rng, 3)
+    healthy = build_catalog(members, ca, 1)
+    text = [(f.sha1.hex().upper() + "\0").encode("utf-16-le") for f in members]
+    swapped = healthy.replace(text[0], b"\xff" * len(text[0])).replace(text[1], text[0]).replace(b"\xff" * len(text[0]), text[1])
+    lower = healthy.replace(text[2], (members[2].sha1.hex() + "\0").encode("utf-16-le"))
+    no_nul = build_catalog(members, ca, 1).replace(text[0], (members[0].sha1.hex().upper() + "B").encode("utf-16-le"))
+    shapes = ShapeCache()
+    for _ in range(2):  # learning, then learned
+        assert fast(healthy, shapes) == full(healthy)
+    assert shapes.hex_shapes >= 1
+    assert full(healthy)[3] == [("sha1", f.sha1) for f in members]
+    for data in (swapped, lower, no_nul):
+        assert data != healthy
+        assert fast(data, shapes) == full(data)
+    assert len(full(swapped)[3]) == 5  # two tags read as hashes other than their digests
+    assert len(full(no_nul)[3]) == 3   # 41 characters: not a hash, only the digests count
+
+
 def test_shapes_are_bounded(generated):
     shapes = ShapeCache(limit=2)
     for data in generated:

@@ -34,6 +34,7 @@ from offline_fix.signing.catalog import (
     MemberLayout,
     _member,
     _parse,
+    _DIGEST_BY_LENGTH,
     _tlv,
     index_digests,
     index_head,
@@ -79,6 +80,12 @@ class ShapeCache:
     equals its SpcIndirectData digest (the regex demands it: a back-reference). Simple shapes
     form one more alternation with one group each, the digest: a member list made only of them
     is cut and read by ``split``, with no Python code per member.
+    A shape is *hex-tagged* when its member is a v1 one indexed under its SpcIndirectData
+    digest alone: its tag is that digest's uppercase hex text in UTF-16 (maybe NUL-terminated,
+    exactly 4 bytes per digest byte) and the digest's algorithm is the one its length names.
+    They form a third alternation with two groups each, the tag text and the digest: a list
+    made only of them is cut by ``split`` too, and its tags are checked against its digests
+    in one comparison (the lengths keep each tag beside its own digest).
     Every shape starts with its member's complete header, so every shape matching at an offset
     ends at the same offset, and a list has one way only to be cut into members.
     """
@@ -93,6 +100,9 @@ class ShapeCache:
         self._simple: list[list] = []        # regex parts, with _TAG / _SAME_AS_TAG markers
         self.simple: re.Pattern | None = None  # (S1)|(S2)|...
         self.simple_groups = 0
+        self._hex: list[list] = []
+        self.hex: re.Pattern | None = None     # (T1)\x00\x00?..(D1)..|(T2)..(D2)..|...
+        self.hex_shapes = 0
         self._pending = False
 
     def __len__(self) -> int:
@@ -121,8 +131,11 @@ class ShapeCache:
                                    raw_tag_algorithm(t1 - t0) if layout.digest is None else None, algorithm))
         self._sources.append(source)
         self._pending = True
-        if _is_simple(buf, layout, algorithm) and len(self._simple) < MAX_SIMPLE:
-            self._simple.append(parts)
+        if _is_simple(buf, layout, algorithm):
+            if len(self._simple) < MAX_SIMPLE:
+                self._simple.append(parts)
+        elif _is_hex_tagged(buf, layout, algorithm) and len(self._hex) < MAX_SIMPLE:
+            self._hex.append(parts)
 
     def compile(self) -> None:
         """Recompile what new shapes changed (once per catalog, not per member)."""
@@ -133,6 +146,9 @@ class ShapeCache:
             branches = [_render(parts, i) for i, parts in enumerate(self._simple, 1)]
             self.simple = re.compile(b"|".join(branches), re.DOTALL)
             self.simple_groups = len(self._simple)
+        if len(self._hex) != self.hex_shapes:
+            self.hex = re.compile(b"|".join(_render_hex(parts) for parts in self._hex), re.DOTALL)
+            self.hex_shapes = len(self._hex)
         first = min(len(self.chunks), (len(self._shapes) - 1) // CHUNK) * CHUNK
         del self.chunks[first // CHUNK:]
         for at in range(first, len(self._shapes), CHUNK):
@@ -155,6 +171,37 @@ def _render(parts: list, group: int | None) -> bytes:
         else:
             out.append(b".{%d}" % part[1])
     return b"".join(out)
+
+
+def _render_hex(parts: list) -> bytes:
+    """A hex-tagged shape's regex: its tag's hex text and its digest captured, in that order."""
+    out = []
+    for part in parts:
+        if isinstance(part, bytes):
+            out.append(part)
+        elif part[0] == "tag":  # 4 bytes a digest byte, then maybe a UTF-16 NUL (_is_hex_tagged)
+            out.append(b"(.{%d})" % (part[1] & ~3) + b"\x00\x00" * (part[1] & 3 == 2))
+        elif part[0] == "digest":
+            out.append(b"(.{%d})" % part[1])
+        else:
+            out.append(b".{%d}" % part[1])
+    return b"".join(out)
+
+
+def _is_hex_tagged(buf: bytes, layout: MemberLayout, algorithm: str | None) -> bool:
+    """Indexed under its digest alone, the tag being that digest's hex text (catalog.tag_digest
+    reads it back to the same bytes), with the algorithm the digest's length names."""
+    if layout.digest is None:
+        return False
+    (t0, t1), (d0, d1) = layout.tag, layout.digest
+    return algorithm is not None and algorithm == _DIGEST_BY_LENGTH.get(d1 - d0) \
+        and buf[t0:t1] in _hex_text(buf[d0:d1])
+
+
+def _hex_text(digest: bytes) -> tuple[bytes, bytes]:
+    """A digest's uppercase hex text in UTF-16LE, without and with a NUL terminator."""
+    text = digest.hex().upper().encode("utf-16-le")
+    return text, text + b"\0\0"
 
 
 def _is_simple(buf: bytes, layout: MemberLayout, algorithm: str | None) -> bool:
@@ -202,8 +249,7 @@ class _Scan:
                     tag = buf[pos + shape[0]:pos + shape[1]]
                     if shape[3]:
                         digest = buf[pos + shape[2]:pos + shape[3]]
-                        if tag == digest or tag in (text := digest.hex().upper().encode("utf-16-le"),
-                                                    text + b"\0\0"):
+                        if tag == digest or tag in _hex_text(digest):
                             # v2: the tag is the digest; v1: its hex text (as UTF-16, maybe
                             # NUL-terminated). Either way catalog.index_digests lists it once
                             add_algorithm(shape[4])
@@ -262,12 +308,21 @@ def index_facts(data: bytes, *, path: str | None = None, shapes: ShapeCache | No
             signed, list_type = _parse(buf, False, scan)
             return IndexFacts(signed, scan.count, list_type, scan.algorithms, scan.digests)
         signed, list_type, start, end = head
-        if shapes.simple is not None:
-            # [gap, group 1 .. group k, gap, ...]: the shapes tile the list when every gap is
-            # empty; each member then sets exactly one group (its digest, never empty)
+        # [gap, group 1 .. group k, gap, ...]: the shapes tile the list when every gap is empty;
+        # each member then sets its groups (never empty), the other shapes' groups are None
+        if list_type == "catalog_list_member":
+            if shapes.hex is not None:
+                parts = shapes.hex.split(buf[start:end])
+                if not any(parts[::2 * shapes.hex_shapes + 1]):
+                    found = list(filter(None, parts))  # tag text, digest, tag text, digest ...
+                    digests = found[1::2]
+                    if b"".join(found[::2]) == b"".join(digests).hex().upper().encode("utf-16-le"):
+                        return IndexFacts(signed, len(digests), list_type,
+                                          list(map(_DIGEST_BY_LENGTH.__getitem__, map(len, digests))), digests)
+        elif shapes.simple is not None:
             parts = shapes.simple.split(buf[start:end])
             if not any(parts[::shapes.simple_groups + 1]):
-                digests = list(filter(None, parts))
+                digests = list(filter(None, parts))  # each member's digest
                 return IndexFacts(signed, len(digests), list_type,
                                   list(map(_ALGORITHM_BY_LENGTH.__getitem__, map(len, digests))), digests)
         scan = _Scan(shapes)
