@@ -66,6 +66,10 @@ def test_what_the_format_cannot_hold_is_not_cached():
     uneven.algorithms = uneven.algorithms[:-1]  # three digests, two algorithm names
     with pytest.raises(IC.CacheError, match="differ in number"):
         IC.encode([uneven])
+    other = entries()[2]
+    other.algorithms = other.algorithms + ["sha256"]  # the totals agree, the entries do not
+    with pytest.raises(IC.CacheError, match="differ in number"):
+        IC.encode([uneven, other])
     many = [CatalogEntry(f"{i}.cat", f"/c/{i}.cat", 1, 1, "ok", None, 1, None, [f"alg{i}"], [bytes(20)])
             for i in range(IC.MAX_ALGORITHMS + 1)]
     with pytest.raises(IC.CacheError, match="too many"):

@@ -92,14 +92,14 @@ def encode(entries: list) -> bytes:
     """The cache file's bytes (``entries``: objects with the attributes FIELDS). Raises
     CacheError for what the format cannot hold (a NUL in a string, more than 256 algorithm
     names)."""
+    if any(len(e.algorithms) != len(e.digests) for e in entries):
+        raise CacheError("an entry's digests and algorithms differ in number")
     digests = list(chain.from_iterable(e.digests for e in entries))
     algorithms = {alg: i for i, alg in enumerate(sorted(set(chain.from_iterable(e.algorithms for e in entries))))}
     if len(algorithms) > MAX_ALGORITHMS:
         raise CacheError("too many digest algorithm names for the cache", expected=f"<= {MAX_ALGORITHMS}",
                          found=len(algorithms))
     algorithm_ids = bytes(map(algorithms.__getitem__, chain.from_iterable(e.algorithms for e in entries)))
-    if len(algorithm_ids) != len(digests):
-        raise CacheError("an entry's digests and algorithms differ in number")
     strings = [
         [e.key for e in entries], [e.name for e in entries], [e.status for e in entries],
         [e.error or "" for e in entries], [e.member_list_type or "" for e in entries], list(algorithms),
