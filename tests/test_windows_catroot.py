@@ -122,6 +122,26 @@ def test_index_cache_reuse_and_refresh(tmp_path, cat):
     assert {f.name: f.status for f in folder.files} == {"a.cat": "ok", "b.cat": "empty"}
 
 
+def test_folder_catalogs_are_read_by_name_and_links_not_followed(tmp_path, cat):
+    """On a folder target the CatRoot folder is opened once and its catalogs read by name: a
+    catalog swapped for a link after the listing (even to a good catalog in the same volume) is
+    reported unreadable, never followed; the others are read, with their exact sizes."""
+    import os
+
+    fs = tree(tmp_path / "vol", {rf"{CATROOT}\a.cat": cat, rf"{CATROOT}\b.cat": cat, rf"{PACKAGES}\b.cat": cat})
+    folder = C.list_folder(fs, "Windows", C.CATROOT)
+    b = tmp_path / "vol" / CATROOT.replace("\\", "/") / "b.cat"
+    b.unlink()
+    b.symlink_to(tmp_path / "vol" / PACKAGES.replace("\\", "/") / "b.cat")
+    C.catalog_index(fs, folder, hashes=True)
+    got = {f.name: (f.status, f.size, f.sha256) for f in folder.files}
+    assert got["a.cat"] == ("ok", len(cat), hashlib.sha256(cat).hexdigest())
+    assert got["b.cat"][0] == "unparsable"
+    if os.open in os.supports_dir_fd:
+        assert fs.open_folder(folder.path) is not None
+    assert fs.open_folder(r"Windows\no such folder") is None
+
+
 # -- baseline ------------------------------------------------------------------------------------
 def test_baseline_round_trip_and_differences(tmp_path, cat, realdata):
     ntexe = realdata("velociraptor/ntexe.cat").read_bytes()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import os
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +25,7 @@ from offline_fix.errors import NotFound, PermissionDenied
 from offline_fix.signing import index_cache
 from offline_fix.signing.catalog import CatalogError
 from offline_fix.signing.catalog_scan import index_facts
+from offline_fix.target.platform import OpenFolder, open_folder, open_nofollow, read_whole
 
 if TYPE_CHECKING:
     from offline_fix.signing.verify import SignatureResult, TrustStore
@@ -73,22 +73,6 @@ class CatalogSource:
         return source
 
 
-class _Folder:
-    """An open directory that FileSources open their files from (dir_fd: one path walk for the
-    folder instead of one per file, and the folder listed is the folder read). Closed when the
-    last source using it goes away."""
-
-    __slots__ = ("fd", "__weakref__")
-
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        weakref.finalize(self, os.close, self.fd)
-
-
-_DIR_FD = os.open in os.supports_dir_fd
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-
-
 class FileSource(CatalogSource):
     """A catalog file on this machine. Its size and mtime come from ``stat()`` when a cached
     entry has to be compared, else from the open file as it is read (fstat: no second path
@@ -96,7 +80,7 @@ class FileSource(CatalogSource):
 
     __slots__ = ("_folder",)
 
-    def __init__(self, name: str, path: str, folder: _Folder | None = None) -> None:
+    def __init__(self, name: str, path: str, folder: OpenFolder | None = None) -> None:
         self.name, self.key, self.size, self.mtime_ns, self._read = name, path, None, None, None
         self._folder = folder
 
@@ -109,31 +93,12 @@ class FileSource(CatalogSource):
             self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
 
     def read(self) -> bytes:
-        """The whole file: one read(2) of its size + 1 when it does not change meanwhile, more
-        (up to MAX_CATALOG_SIZE, else OSError EFBIG) when it grows or reads short."""
+        """The whole file (at most MAX_CATALOG_SIZE bytes, else OSError EFBIG)."""
         if self._folder is not None:
-            fd = os.open(self.name, _OPEN_FLAGS, dir_fd=self._folder.fd)
+            data, self.size, self.mtime_ns = self._folder.read(self.name, MAX_CATALOG_SIZE)
         else:
-            fd = os.open(self.key, _OPEN_FLAGS)
-        try:
-            st = os.fstat(fd)
-            self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
-            if st.st_size > MAX_CATALOG_SIZE:
-                raise OSError(27, f"catalog larger than {MAX_CATALOG_SIZE} bytes")
-            data = os.read(fd, st.st_size + 1)
-            if len(data) == st.st_size:
-                return data
-            parts = [data]
-            total = len(data)
-            while data and total <= MAX_CATALOG_SIZE:
-                data = os.read(fd, min(1 << 20, MAX_CATALOG_SIZE + 1 - total))
-                parts.append(data)
-                total += len(data)
-        finally:
-            os.close(fd)
-        if total > MAX_CATALOG_SIZE:
-            raise OSError(27, f"catalog larger than {MAX_CATALOG_SIZE} bytes")
-        return b"".join(parts)
+            data, self.size, self.mtime_ns = read_whole(open_nofollow(self.key), MAX_CATALOG_SIZE)
+        return data
 
 
 def catalog_sources(directory: Union[str, os.PathLike]) -> list[CatalogSource]:
@@ -141,7 +106,7 @@ def catalog_sources(directory: Union[str, os.PathLike]) -> list[CatalogSource]:
     directory read; nothing is stat'ed until it is needed)."""
     directory = os.fspath(directory)
     try:
-        folder = _Folder(directory) if _DIR_FD else None
+        folder = open_folder(directory)
         with os.scandir(directory) as it:
             paths = {e.name: e.path for e in it if e.name[-4:].lower() == ".cat" and e.is_file(follow_symlinks=False)}
     except FileNotFoundError as e:

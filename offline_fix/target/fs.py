@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from offline_fix.errors import NotFound, OfflineFixError, PermissionDenied, Refused
 from offline_fix.target.errors import FilesystemError
+from offline_fix.target.platform import OpenFolder, open_folder
 from offline_fix.target.ntfs_raw import _data_size, _IndexName, _RawNtfs, _RawRecord, _RunStream
 
 MAX_PATH_DEPTH = 64
@@ -81,6 +82,11 @@ class FileSystem:
         except NotFound:
             return False
 
+    def open_folder(self, path: str) -> "OpenFolder | None":
+        """The folder ``path`` opened on this machine, to read its files by name (see
+        platform.OpenFolder), or None when that is not how this file system is read."""
+        return None
+
     def read_bytes(self, path: str, limit: int = 1 << 30) -> bytes:
         """The whole file; refuses files larger than ``limit`` (hives are far smaller)."""
         entry = self.stat(path)
@@ -140,6 +146,14 @@ class FolderFS(FileSystem):
     def host_path(self, path: str) -> str:
         """The real path on the helper (for writers); links out of the target are refused."""
         return self._host_path(path)
+
+    def open_folder(self, path: str) -> "OpenFolder | None":
+        """The folder opened once (its path checked as every path is: no link out of the target);
+        its files are then opened by name, links not followed. None on Windows helpers."""
+        try:
+            return open_folder(self._host_path(path))
+        except (OSError, OfflineFixError):
+            return None  # the caller reads through open(), which names the problem
 
     def resolve(self, path: str) -> str:
         host = self._host_path(path)

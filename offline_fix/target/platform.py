@@ -1,6 +1,7 @@
 """Everything that differs between Linux and Windows helpers, in one place.
 
-Block-device discovery and sizing, whether something is mounted, and (later) exclusive locks.
+Block-device discovery and sizing, whether something is mounted, exclusive locks, and reading
+the files of a folder by name without following links.
 The Windows branches are plain functions of their inputs so that their logic is tested on Linux.
 """
 
@@ -10,6 +11,7 @@ import os
 import re
 import stat
 import sys
+import weakref
 
 IS_WINDOWS = sys.platform == "win32"
 
@@ -281,3 +283,59 @@ def state_home() -> str:
         return os.path.join(base, "offline-fix", "state")
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return os.path.join(base, "offline-fix")
+
+
+# --- whole files of one folder, by name ------------------------------------------------------
+_NOFOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+
+class OpenFolder:
+    """An open directory whose files are read by name: one path walk for the folder instead of
+    one per file, the folder listed is the folder read, and a link is never followed (O_NOFOLLOW:
+    ELOOP). Closed when the last user goes away. Linux and other POSIX helpers (``open_folder``)."""
+
+    __slots__ = ("fd", "__weakref__")
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        weakref.finalize(self, os.close, self.fd)
+
+    def read(self, name: str, limit: int) -> tuple[bytes, int, int]:
+        """(whole file, size, st_mtime_ns) of ``name`` inside this folder (see read_whole)."""
+        return read_whole(os.open(name, _NOFOLLOW, dir_fd=self.fd), limit)
+
+
+def open_folder(path: str) -> OpenFolder | None:
+    """An OpenFolder for ``path``, or None where files cannot be opened relative to a folder
+    (Windows: open full paths instead). OSError when the folder cannot be opened."""
+    return OpenFolder(path) if os.open in os.supports_dir_fd else None
+
+
+def open_nofollow(path: str) -> int:
+    """A file descriptor for reading ``path``; its last component is not followed if a link
+    (where the OS can say so: O_NOFOLLOW)."""
+    return os.open(path, _NOFOLLOW)
+
+
+def read_whole(fd: int, limit: int) -> tuple[bytes, int, int]:
+    """Read an open file to its end and close it: (bytes, size, st_mtime_ns), size and mtime from
+    the open file (they describe the bytes read). One read(2) of its size + 1 when it does not
+    change meanwhile, more (up to ``limit``) when it grows or reads short; OSError EFBIG beyond."""
+    try:
+        st = os.fstat(fd)
+        if st.st_size > limit:
+            raise OSError(27, f"file larger than {limit} bytes")
+        data = os.read(fd, st.st_size + 1)
+        if len(data) == st.st_size:
+            return data, st.st_size, st.st_mtime_ns
+        parts = [data]
+        total = len(data)
+        while data and total <= limit:
+            data = os.read(fd, min(1 << 20, limit + 1 - total))
+            parts.append(data)
+            total += len(data)
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise OSError(27, f"file larger than {limit} bytes")
+    return b"".join(parts), st.st_size, st.st_mtime_ns

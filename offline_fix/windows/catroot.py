@@ -262,27 +262,32 @@ def read_file(fs: FileSystem, path: str, limit: int = MAX_CATALOG_SIZE) -> bytes
 
 
 class _Reader:
-    """Reads catalogs through the FileSystem for the index, recording each file's exact size (and
-    sha256 when asked) as it goes."""
+    """Reads the catalogs of one folder for the index, recording each file's exact size (and
+    sha256 when asked) as it goes. A folder on this machine is opened once and its files read by
+    name (FileSystem.open_folder); other file systems are read path by path."""
 
-    def __init__(self, fs: FileSystem, hashes: bool) -> None:
+    def __init__(self, fs: FileSystem, folder: Folder, hashes: bool) -> None:
         self.fs = fs
+        self.local = fs.open_folder(folder.path) if folder.files else None
         self.hashes = hashes
         self.sizes: dict[str, int] = {}
         self.sha256: dict[str, str] = {}
 
-    def read(self, path: str) -> bytes:
-        try:
-            data = read_file(self.fs, path)
-        except OfflineFixError as exc:  # signing.index turns OSError into "unparsable"
-            raise OSError(5, str(exc)) from None
-        self.sizes[path] = len(data)
+    def read(self, f: CatalogFile) -> bytes:
+        if self.local is not None:
+            data = self.local.read(f.name, MAX_CATALOG_SIZE)[0]  # OSError: "unparsable" in the index
+        else:
+            try:
+                data = read_file(self.fs, f.path)
+            except OfflineFixError as exc:  # signing.index turns OSError into "unparsable"
+                raise OSError(5, str(exc)) from None
+        self.sizes[f.path] = len(data)
         if self.hashes:
-            self.sha256[path] = hashlib.sha256(data).hexdigest()
+            self.sha256[f.path] = hashlib.sha256(data).hexdigest()
         return data
 
     def source(self, f: CatalogFile) -> CatalogSource:
-        return CatalogSource(f.name, f.path, f.size, _mtime_ns(f.mtime), lambda p=f.path: self.read(p))
+        return CatalogSource(f.name, f.path, f.size, _mtime_ns(f.mtime), lambda f=f: self.read(f))
 
 
 def catalog_index(fs: FileSystem, folder: Folder, *, state_dir: str | None = None, hashes: bool = False,
@@ -292,7 +297,7 @@ def catalog_index(fs: FileSystem, folder: Folder, *, state_dir: str | None = Non
     sha256 and exact size (each file read at most once). Returns the CatalogIndex (digest lookups,
     lazy signature checks)."""
     readable = [f for f in folder.files if f.status is None]
-    reader = _Reader(fs, hashes)
+    reader = _Reader(fs, folder, hashes)
     index = build_index([reader.source(f) for f in readable], state_dir=state_dir,
                         cache_name=f"catalogs-{folder.role}", progress=progress)
     for f in readable:
@@ -300,7 +305,7 @@ def catalog_index(fs: FileSystem, folder: Folder, *, state_dir: str | None = Non
         f.status, f.reason, f.members = entry.status, entry.error, entry.member_count
         if hashes and f.path not in reader.sha256:  # taken from the cache: read it now
             try:
-                reader.read(f.path)
+                reader.read(f)
             except OSError as exc:
                 f.status, f.reason = STATUS_UNPARSABLE, f"cannot read: {exc.strerror}"
         f.size = reader.sizes.get(f.path, f.size)
