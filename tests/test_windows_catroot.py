@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from offline_fix.errors import NotFound
+from offline_fix.errors import CorruptInput, NotFound
 from offline_fix.target.fs import FolderFS
 from offline_fix.windows import catroot as C
 from images.synth.signing import CatFile, build_catalog, make_ca
@@ -120,6 +120,18 @@ def test_index_cache_reuse_and_refresh(tmp_path, cat):
     idx = C.catalog_index(fs, folder, state_dir=state)
     assert (idx.stats["parsed"], idx.stats["cached"]) == (1, 1)
     assert {f.name: f.status for f in folder.files} == {"a.cat": "ok", "b.cat": "empty"}
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, C._READ_CHUNK - 1, C._READ_CHUNK, C._READ_CHUNK + 1, 3 * C._READ_CHUNK + 7])
+def test_read_file_whole_and_bounded(tmp_path, size):
+    """read_file gives every byte whatever the chunking, and refuses one byte over its limit."""
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    fs = tree(tmp_path, {r"Windows\f.bin": data}, dirs=())
+    assert C.read_file(fs, r"Windows\f.bin") == data
+    assert C.read_file(fs, r"Windows\f.bin", limit=size) == data
+    if size:
+        with pytest.raises(CorruptInput, match="larger than allowed"):
+            C.read_file(fs, r"Windows\f.bin", limit=size - 1)
 
 
 def test_folder_catalogs_are_read_by_name_and_links_not_followed(tmp_path, cat):

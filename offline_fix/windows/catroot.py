@@ -253,12 +253,23 @@ def list_folder(fs: FileSystem, windows_dir: str, role: str) -> Folder:
 
 def read_file(fs: FileSystem, path: str, limit: int = MAX_CATALOG_SIZE) -> bytes:
     """A whole file through one path lookup (FileSystem.read_bytes stats, then opens: two), at most
-    ``limit`` bytes (more is an error naming the file)."""
+    ``limit`` bytes (more is an error naming the file). Read in chunks of at most 64 KiB: one
+    read(limit + 1) makes Python set aside limit + 1 bytes (256 MB) for every file."""
+    parts = []
+    total = 0
     with fs.open(path) as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
+        while total <= limit:
+            chunk = fh.read(min(_READ_CHUNK, limit + 1 - total))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+    if total > limit:
         raise CorruptInput("file larger than allowed", path=path, expected=f"<= {limit} bytes", found=f"> {limit}")
-    return data
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+_READ_CHUNK = 1 << 16
 
 
 class _Reader:
