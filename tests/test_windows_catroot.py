@@ -12,7 +12,7 @@ import json
 import pytest
 
 from offline_fix.errors import CorruptInput, NotFound
-from offline_fix.target.fs import FolderFS
+from offline_fix.target.fs import READ_CHUNK, FolderFS
 from offline_fix.windows import catroot as C
 from images.synth.signing import CatFile, build_catalog, make_ca
 
@@ -122,7 +122,7 @@ def test_index_cache_reuse_and_refresh(tmp_path, cat):
     assert {f.name: f.status for f in folder.files} == {"a.cat": "ok", "b.cat": "empty"}
 
 
-@pytest.mark.parametrize("size", [0, 1, 100, C._READ_CHUNK - 1, C._READ_CHUNK, C._READ_CHUNK + 1, 3 * C._READ_CHUNK + 7])
+@pytest.mark.parametrize("size", [0, 1, 100, READ_CHUNK - 1, READ_CHUNK, READ_CHUNK + 1, 3 * READ_CHUNK + 7])
 def test_read_file_whole_and_bounded(tmp_path, size):
     """read_file gives every byte whatever the chunking, and refuses one byte over its limit."""
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)

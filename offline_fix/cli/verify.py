@@ -21,6 +21,7 @@ import typer
 from offline_fix.cli.common import BACKUP_DIR, INSTALL, JSON, TARGET, open_install
 from offline_fix.cli.output import emit_json, warn, write_lines
 from offline_fix.errors import NotFound, OfflineFixError, PermissionDenied
+from offline_fix.target.fs import read_up_to
 
 MAX_WHOLE_READ = 64 << 20  # drivers up to this size are read in one piece, larger ones streamed
 DRIVERS_DIR = "System32\\drivers"
@@ -134,7 +135,7 @@ def driver_source(fs, path: str):
         fh = fs.open(path)
     except NotFound:
         return None
-    data = fh.read(MAX_WHOLE_READ + 1)
+    data = read_up_to(fh, MAX_WHOLE_READ + 1)
     if len(data) <= MAX_WHOLE_READ:
         fh.close()
         return data

@@ -33,6 +33,23 @@ def split_path(path: str) -> list[str]:
     return parts
 
 
+READ_CHUNK = 1 << 20
+
+
+def read_up_to(fh: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes of ``fh`` (fewer at its end), read in chunks of at most READ_CHUNK:
+    one read(n) makes Python set aside n bytes, however small the file."""
+    parts = []
+    total = 0
+    while total < n:
+        chunk = fh.read(min(READ_CHUNK, n - total))
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 @dataclass
 class Entry:
     name: str

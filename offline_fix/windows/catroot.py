@@ -45,7 +45,7 @@ from offline_fix.signing.index import (
     CatalogSource,
     build_index,
 )
-from offline_fix.target.fs import Entry, FileSystem
+from offline_fix.target.fs import Entry, FileSystem, read_up_to
 
 DRIVER_ACTION_VERIFY = "{F750E6C3-38EE-11D1-85E5-00C04FC295EE}"
 CATROOT_OTHER = "{127D0A1D-4EF2-11D1-8608-00C04FC295EE}"
@@ -253,23 +253,12 @@ def list_folder(fs: FileSystem, windows_dir: str, role: str) -> Folder:
 
 def read_file(fs: FileSystem, path: str, limit: int = MAX_CATALOG_SIZE) -> bytes:
     """A whole file through one path lookup (FileSystem.read_bytes stats, then opens: two), at most
-    ``limit`` bytes (more is an error naming the file). Read in chunks of at most 64 KiB: one
-    read(limit + 1) makes Python set aside limit + 1 bytes (256 MB) for every file."""
-    parts = []
-    total = 0
+    ``limit`` bytes (more is an error naming the file)."""
     with fs.open(path) as fh:
-        while total <= limit:
-            chunk = fh.read(min(_READ_CHUNK, limit + 1 - total))
-            if not chunk:
-                break
-            parts.append(chunk)
-            total += len(chunk)
-    if total > limit:
+        data = read_up_to(fh, limit + 1)
+    if len(data) > limit:
         raise CorruptInput("file larger than allowed", path=path, expected=f"<= {limit} bytes", found=f"> {limit}")
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-_READ_CHUNK = 1 << 16
+    return data
 
 
 class _Reader:
